@@ -1,0 +1,69 @@
+# Two commands for a fresh Debian or Ubuntu machine:
+#   make demo   set everything up, then export the sample image to a tar archive
+#   make test   set everything up, then run ruff, mypy and the whole test suite
+# Set-up: missing system packages (apt-get, with sudo when not root), a virtual
+# environment in .venv, and the project installed in it (editable).
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYS_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+APT_PACKAGES := python3 python3-venv python3-dev build-essential pkg-config \
+	fuse3 libfuse3-dev e2fsprogs btrfs-progs xfsprogs liblzo2-dev \
+	libarchive13 libarchive-tools tar zstd fdisk gdisk attr acl
+DEMO_IMAGE := tests/images/demo-ext4.img.zst
+WORK := build/demo
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv demo test lint typecheck pytest bench images clean
+
+all: test
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | deps
+	test -x $(PY) || $(SYS_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: deps $(VENV)/.installed
+
+demo: venv
+	@mkdir -p $(WORK)
+	zstd -dqf $(DEMO_IMAGE) -o $(WORK)/demo.img
+	@echo "== fs2tar $(WORK)/demo.img $(WORK)/demo.tar (type and partition detected)"
+	$(VENV)/bin/fs2tar $(WORK)/demo.img $(WORK)/demo.tar
+	@echo "== what GNU tar sees in the archive:"
+	tar --xattrs --numeric-owner -tvf $(WORK)/demo.tar
+	@echo "== cpfromfs -i $(WORK)/demo.img /etc/hostname $(WORK)/"
+	$(VENV)/bin/cpfromfs -i $(WORK)/demo.img /etc/hostname $(WORK)/ && cat $(WORK)/hostname
+
+lint: venv
+	$(VENV)/bin/ruff check kernel fstools tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test: deps venv lint typecheck pytest
+
+bench: venv
+	$(PY) -m bench
+
+images: venv
+	$(PY) tests/images/make_images.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Front ends of the library kernel: lklfuse, fs2tar, cptofs and cpfromfs."""

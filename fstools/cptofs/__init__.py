@@ -1,0 +1,1 @@
+"""cptofs and cpfromfs."""

@@ -1,0 +1,1 @@
+"""The block layer: block devices, the buffer cache, partitions, virtio-blk."""

@@ -1,0 +1,1 @@
+"""virtio-blk: the ABI, split virtqueues, the MMIO transport, the driver and the host device."""

@@ -1,0 +1,1 @@
+"""Shared helpers: structure declarations and checksums."""

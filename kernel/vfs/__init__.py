@@ -1,0 +1,1 @@
+"""The virtual filesystem: mounts, path walk, dentries, inodes, files, credentials."""

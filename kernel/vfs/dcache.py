@@ -1,0 +1,176 @@
+"""Dentries and mounts: the name cache and the mount tree (fs/dcache.c, fs/namespace.c).
+
+A ``Dentry`` names an inode (or, negative, the absence of one) inside its
+parent. The VFS keeps dentries coherent: every namespace change goes through
+it, so a cached dentry is always right. A ``Path`` is a (Mount, Dentry) pair,
+as Linux's ``struct path``; crossing a mount point swaps the pair.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .inode import Inode, SuperBlock
+
+
+class Dentry:
+    __slots__ = ("name", "parent", "inode", "children", "mounted", "__weakref__")
+
+    def __init__(self, name: bytes, parent: Dentry | None, inode: Inode | None) -> None:
+        self.name = name
+        self.parent = parent if parent is not None else self
+        self.inode = inode
+        self.children: dict[bytes, Dentry] | None = None
+        self.mounted = 0  # mounts stacked on this dentry
+
+    def __repr__(self) -> str:
+        return f"<Dentry {self.name!r} {self.inode!r}>"
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is self
+
+    def cached(self, name: bytes) -> Dentry | None:
+        ch = self.children
+        return ch.get(name) if ch is not None else None
+
+    def add(self, name: bytes, inode: Inode | None) -> Dentry:
+        d = Dentry(name, self, inode)
+        if self.children is None:
+            self.children = {}
+        self.children[name] = d
+        return d
+
+    def lookup(self, name: bytes) -> Dentry:
+        """The child dentry for ``name``, asking the filesystem on a cache miss."""
+        ch = self.children
+        if ch is not None:
+            d = ch.get(name)
+            if d is not None:
+                return d
+        assert self.inode is not None
+        return self.add(name, self.inode.lookup(name))
+
+    def drop(self) -> None:
+        """Remove from the parent's cache (the entry is gone or may be stale)."""
+        ch = self.parent.children
+        if ch is not None and ch.get(self.name) is self:
+            del ch[self.name]
+
+    def move(self, new_parent: Dentry, new_name: bytes) -> None:
+        """d_move: this dentry now lives at ``new_parent/new_name``."""
+        self.drop()
+        old = new_parent.cached(new_name)
+        if old is not None:
+            old.drop()
+        self.parent = new_parent
+        self.name = new_name
+        if new_parent.children is None:
+            new_parent.children = {}
+        new_parent.children[new_name] = self
+
+    def prune(self) -> int:
+        """Forget cached children that hold no mount; return how many went."""
+        ch = self.children
+        if not ch:
+            return 0
+        n = 0
+        for name, d in list(ch.items()):
+            if d.mounted or (d.children and d._holds_mounts()):
+                n += d.prune()
+                continue
+            del ch[name]
+            n += 1
+        return n
+
+    def _holds_mounts(self) -> bool:
+        stack = [self]
+        while stack:
+            d = stack.pop()
+            if d.mounted:
+                return True
+            if d.children:
+                stack.extend(d.children.values())
+        return False
+
+
+_mount_ids = itertools.count(1)
+
+
+class Mount:
+    """One mount: a superblock's tree attached at a dentry of a parent mount."""
+
+    __slots__ = ("sb", "root", "parent", "mountpoint", "flags", "id", "children", "source")
+
+    def __init__(self, sb: SuperBlock, root: Dentry, flags: int, source: str = "") -> None:
+        self.sb = sb
+        self.root = root
+        self.parent: Mount | None = None
+        self.mountpoint: Dentry | None = None
+        self.flags = flags
+        self.id = next(_mount_ids)
+        self.children: list[Mount] = []
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"<Mount {self.id} {self.sb.fstype} {self.source}>"
+
+    @property
+    def readonly(self) -> bool:
+        from ..uapi import MS_RDONLY
+
+        return bool(self.flags & MS_RDONLY) or self.sb.rdonly
+
+
+class Path(NamedTuple):
+    mnt: Mount
+    dentry: Dentry
+
+    @property
+    def inode(self) -> Inode | None:
+        return self.dentry.inode
+
+
+class MountTable:
+    """Which mount covers which (mount, dentry): Linux's mount hash."""
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[Mount, Dentry], list[Mount]] = {}
+
+    def attach(self, child: Mount, parent: Mount, mountpoint: Dentry) -> None:
+        child.parent = parent
+        child.mountpoint = mountpoint
+        parent.children.append(child)
+        mountpoint.mounted += 1
+        self._map.setdefault((parent, mountpoint), []).append(child)
+
+    def detach(self, child: Mount) -> None:
+        parent, mp = child.parent, child.mountpoint
+        assert parent is not None and mp is not None
+        stack = self._map[(parent, mp)]
+        stack.remove(child)
+        if not stack:
+            del self._map[(parent, mp)]
+        parent.children.remove(child)
+        mp.mounted -= 1
+        child.parent = None
+        child.mountpoint = None
+
+    def lookup(self, mnt: Mount, dentry: Dentry) -> Mount | None:
+        stack = self._map.get((mnt, dentry))
+        return stack[-1] if stack else None
+
+    def follow(self, path: Path) -> Path:
+        """Step down through every mount stacked on ``path``."""
+        mnt, d = path
+        while d.mounted:
+            child = self.lookup(mnt, d)
+            if child is None:
+                break
+            mnt, d = child, child.root
+        return Path(mnt, d)
+
+    def all(self) -> list[Mount]:
+        return [m for stack in self._map.values() for m in stack]
