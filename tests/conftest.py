@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT / "tests" / "images"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from helpers import IN_CI
 
 _skipped: list[str] = []
+
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -27,37 +20,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for nodeid in _skipped[:50]:
             print("  ", nodeid)
         session.exitstatus = 1
-
-
-def need_tool(*names: str) -> None:
-    """Skip (a failure in CI) when a host tool is missing."""
-    for name in names:
-        if shutil.which(name) is None and not Path("/usr/sbin", name).exists() \
-                and not Path("/sbin", name).exists():
-            pytest.skip(f"host tool {name} is not installed")
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-
-
-def run(*cmd: str | os.PathLike[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
-    return subprocess.run([os.fspath(c) for c in cmd], check=check, text=True,
-                          capture_output=True, env=env, **kw)  # type: ignore[call-overload]
-
-
-def unpack_image(name: str, dest: Path) -> Path:
-    """Decompress ``tests/images/<name>.zst`` into ``dest`` and return its path."""
-    src = IMAGES / f"{name}.zst"
-    out = dest / name
-    import zstandard
-
-    with open(src, "rb") as fi, open(out, "wb") as fo:
-        zstandard.ZstdDecompressor().copy_stream(fi, fo)
-    return out
 
 
 @pytest.fixture

@@ -241,3 +241,7 @@ class RamfsType(FileSystemType):
 
     def mount(self, kernel: object, bdev: object, flags: int, options: str) -> SuperBlock:
         return RamSuper(kernel, flags)
+
+
+def register(registry: object) -> None:
+    registry.register(RamfsType())  # type: ignore[attr-defined]
