@@ -121,7 +121,9 @@ class Kernel:
         sb = rootfs.mount(self, None, 0, "")
         self.root_mount = new_mount(sb, 0, "rootfs")
         root = Path(self.root_mount, self.root_mount.root)
-        self.init_task = Task(self.mounts, root)
+        # Debian's defaults (systemd's protect-links.conf)
+        self.sysctl: dict[str, int] = {"fs.protected_hardlinks": 1}
+        self.init_task = Task(self.mounts, root, sysctl=self.sysctl)
         self.sys = Syscalls(self, self.init_task)
         self.sys.mkdir("/dev", 0o755)
         self.sys.mkdir("/mnt", 0o755)

@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 
 class Task:
-    def __init__(self, mounts: MountTable, root: Path, cred: Cred | None = None) -> None:
+    def __init__(self, mounts: MountTable, root: Path, cred: Cred | None = None,
+                 sysctl: dict[str, int] | None = None) -> None:
         self.mounts = mounts
+        self.sysctl = sysctl if sysctl is not None else {}
         self.cred = cred or Cred()
         self.root = root
         self.cwd = root
