@@ -74,7 +74,7 @@ def test_dirty_buffers_are_written_back_merged(disk) -> None:
     k, d, path = disk
     bc = k.bcache
     bufs = bc.bread_many(d.bdev, 10, 8, BS)
-    for i, b in enumerate(bufs):
+    for b in bufs:
         b.data[:4] = b"DIRT"
         bc.mark_dirty(b)
     assert len(bc.dirty_buffers(d.bdev)) == 8
