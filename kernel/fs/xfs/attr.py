@@ -22,8 +22,7 @@ from .acl import acl_to_xattr
 from .attr_leaf import AttrEntry, AttrLeaf, parse_leaf
 from .attr_remote import read_remote
 from .attr_sf import parse_sf
-from .da_btree import ATTR_FORK, cached_parse, da_hashname, leftmost_leaf, magic16, \
-    read_dablock, walk_to_leaf
+from .da_btree import ATTR_FORK, cached_parse, da_hashname, leftmost_leaf, magic16, read_dablock, walk_to_leaf
 
 if TYPE_CHECKING:
     from .inode import XfsInode
