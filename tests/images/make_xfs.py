@@ -406,6 +406,8 @@ def build_v4(work: Path) -> None:
     os.mknod(ref / "disk", 0o640 | 0o060000, os.makedev(8, 1))
     os.chown(ref / "disk", 0, 6)
     os.mkfifo(ref / "pipe", 0o600)
+    for f, mode in (("null", 0o666), ("disk", 0o640), ("pipe", 0o600)):
+        os.chmod(ref / f, mode)
     for d, n in tree.items():
         (ref / d).mkdir()
         os.chmod(ref / d, 0o755)
