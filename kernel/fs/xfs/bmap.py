@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...errors import corrupted
 from . import ondisk as od
@@ -149,7 +149,7 @@ def read_btree(sb: XfsSuper, ino: int, root: memoryview, forksize: int, emap: Ex
             data = buf.data
             bname = f"{what}: bmap btree block {blk}"
             if buf.private is not _VERIFIED:
-                h = od.xfs_btree_lblock.unpack_from(data, 0) if crc else None
+                h: Any = od.xfs_btree_lblock.unpack_from(data, 0) if crc else None
                 bmagic, blevel, bnum = _lhdr.unpack_from(data, 0)
                 if bmagic != magic:
                     raise corrupted(bname, f"bad magic {bmagic:#x}")

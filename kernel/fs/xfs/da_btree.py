@@ -170,7 +170,7 @@ def walk_to_leaf(inode: XfsInode, fork: int, root: int, nfsb: int, hashval: int,
         if magic16(data) != node_magic:
             return blk, data
         node = cached_parse(inode, fork, blk, "node",
-                            lambda d=data, b=blk: parse_node(inode, d, blksize, f"{what} node {b}"))
+                            _bind(parse_node, inode, data, blksize, f"{what} node {blk}"))
         if node.level >= level:
             raise corrupted(f"{what} node {blk}", "node levels do not decrease")
         level = node.level
@@ -179,6 +179,10 @@ def walk_to_leaf(inode: XfsInode, fork: int, root: int, nfsb: int, hashval: int,
             i -= 1
         blk = node.befores[i]
     raise corrupted(what, "dabtree deeper than the maximum")
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
 
 
 def leftmost_leaf(inode: XfsInode, fork: int, root: int, nfsb: int, node_magic: int,

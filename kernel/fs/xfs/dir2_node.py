@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import corrupted
 from . import ondisk as od
-from .da_btree import DATA_FORK, cached_parse, magic16, read_dablock, walk_to_leaf
+from .da_btree import DATA_FORK, _bind, cached_parse, magic16, read_dablock, walk_to_leaf
 from .dir2_data import entry_at
 from .dir2_leaf import parse_leaf
 
@@ -42,7 +42,7 @@ def node_lookup(inode: XfsInode, name: bytes, hashval: int, fold: bytes | None,
         if magic16(data) not in leaf_magics:
             raise corrupted(f"{what} leaf block {blk}", f"bad magic {magic16(data):#x}")
         leaf = cached_parse(inode, DATA_FORK, blk, "leaf",
-                            lambda d=data, b=blk: parse_leaf(geo, d, f"{what} leaf block {b}"))
+                            _bind(parse_leaf, geo, data, f"{what} leaf block {blk}"))
         hashes = leaf.hashes
         n = len(hashes)
         i = bisect.bisect_left(hashes, hashval)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
@@ -73,7 +73,7 @@ class XfsInode(Inode):
         raw = self.raw
         ino = self.ino
         what = f"inode {ino}"
-        d = _core.unpack_from(raw, 0) if geo.crc else None
+        d: Any = _core.unpack_from(raw, 0) if geo.crc else None
         (magic, mode, version, fmt, onlink, uid, gid, nlink) = _head.unpack_from(raw, 0)
         if magic != od.XFS_DINODE_MAGIC:
             raise corrupted(what, f"bad inode magic {magic:#x}")
