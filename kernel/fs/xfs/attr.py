@@ -93,10 +93,13 @@ def _find(inode: XfsInode, ns: int, name: bytes) -> tuple[bytes | None, int, int
     if fmt is None or fmt != od.XFS_DINODE_FMT_LOCAL and not len(inode.fork_map(ATTR_FORK)):
         return None
     if fmt == od.XFS_DINODE_FMT_LOCAL or inode.xattr_list is not None:
-        for flags, n, value, blk, vlen in _all_entries(inode):
-            if flags == ns and n == name:
-                return value, blk, vlen
-        return None
+        index = inode.xattr_index
+        if index is None:
+            index = {}
+            for flags, n, value, blk, vlen in _all_entries(inode):
+                index.setdefault((flags, n), (value, blk, vlen))
+            inode.xattr_index = index
+        return index.get((ns, name))
     _leaf_magic, node_magic = _magics(inode)
     what = f"attribute fork of inode {inode.ino}"
     hashval = da_hashname(name)

@@ -52,7 +52,7 @@ def _ts(v: int, big: bool) -> int:
 
 class XfsInode(Inode):
     __slots__ = ("raw", "format", "aformat", "diflags", "diflags2", "forkoff", "nextents",
-                 "anextents", "_maps", "dir_fmt", "dir_table", "xattr_list", "_target")
+                 "anextents", "_maps", "dir_fmt", "dir_table", "xattr_list", "xattr_index", "_target")
 
     sb: XfsSuper
 
@@ -63,6 +63,7 @@ class XfsInode(Inode):
         self.dir_fmt = -1
         self.dir_table: dict[bytes, tuple[int, int]] | None = None
         self.xattr_list: list[tuple[int, bytes, bytes | None, int, int]] | None = None
+        self.xattr_index: dict[tuple[int, bytes], tuple[bytes | None, int, int]] | None = None
         self._target: bytes | None = None
         self._decode()
 
