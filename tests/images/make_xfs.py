@@ -422,6 +422,22 @@ def build_v4(work: Path) -> None:
     for f in ("hello.txt", "link", "longlink", "null", "pipe"):
         os.lchown(ref / f, 0, 0)
     manifest = treeutil.host_manifest(ref, xattrs=False)
+    # attributes in every V4 format, set by xfs_db (which fills values with "v")
+    attrs = {"hello.txt": [("-u", "a1", 5), ("-r", "t1", 7), ("-s", "s1", 3)],
+             "data.bin": [("-u", f"k{i:03d}", 20) for i in range(40)] + [("-u", "remote", 5000)],
+             "node": [("-u", f"n{i:04d}", 8) for i in range(600)]}
+    prefix = {"-u": "user.", "-r": "trusted.", "-s": "security."}
+    for rel, items in attrs.items():
+        ino = int(re.search(r"inode (\d+)", xfs_db(img, f"path /{rel}", "stack"))[1])  # type: ignore[index]
+        cmds = ["-c", f"inode {ino}"]
+        for ns, nm, n in items:
+            cmds += ["-c", f"attr_set {ns} -v {n} {nm}"]
+        sh("xfs_db", "-x", *cmds, img)
+        for ns, nm, n in items:
+            manifest[rel]["xattrs"][prefix[ns] + nm] = (b"v" * n).hex()
+    shown = xfs_db(img, "path /hello.txt", "print a")
+    if 'value = "vvvvv"' not in shown:
+        raise SystemExit("xfs_db no longer fills attribute values with 'v':\n" + shown)
     root_ino = int(re.search(r"rootino = (\d+)", xfs_db(img, "sb 0", "print rootino"))[1])
     finish(name, img, manifest, {"rootino": root_ino})
 
