@@ -67,7 +67,7 @@ def node_lookup(inode: XfsInode, name: bytes, hashval: int, fold: bytes | None,
         if i < n or not leaf.forw or (n and hashes[-1] != hashval):
             return ci_match
         seen += 1
-        if seen > 1 << 20:
-            raise corrupted(what, "leaf chain too long")
+        if seen > inode.fork_map(DATA_FORK).last_end():
+            raise corrupted(what, "leaf chain longer than the directory (a cycle?)")
         blk = leaf.forw
         data = read_dablock(inode, DATA_FORK, blk, nfsb, f"{what} leaf block {blk}")
