@@ -1,0 +1,288 @@
+"""Directories (fs/ext4/dir.c): reading directory blocks and readdir.
+
+Directory blocks hold variable-length ``ext4_dir_entry_2`` records chained
+by ``rec_len``; with metadata_csum each leaf block ends in a 12-byte tail
+holding its checksum. Indexed (htree) directories keep their index in
+blocks that look empty to a linear reader: the root (block 0, after "." and
+"..") and interior nodes (one empty entry spanning the block).
+
+Readdir cookies (``d_off``), chosen to stay valid while the directory changes:
+
+* hashed directories (dir_index and either indexed or a single block, as
+  Linux's ``is_dx_dir``): Linux's hash positions, ``(major >> 1) << 32 |
+  minor``; entries are returned in hash order; "." is 0 and ".." ``1 << 32``;
+  entries whose positions collide take the next free value, so positions
+  strictly increase and resuming never loses an entry; the end is
+  ``2**63 - 1``. Inserting or deleting entries, or an htree split, moves
+  no other entry's position.
+* linear directories: the byte offset of the entry in the directory; a
+  cookie resumes at the first entry at or after it (as Linux's
+  ``ext4_readdir`` resynchronises after a change); the end is ``i_size``.
+* inline directories: "." is 0, ".." 2, others their offset inside the
+  inode (``i_block`` area from 4, then the ``system.data`` area from 60).
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ...errors import EFSBADCRC, corrupted
+from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN
+from .csum import block_csum
+from .hash import EXT4_HTREE_EOF_64BIT, dx_hash, hash2pos
+from .inline import inline_parts
+from .ondisk import (
+    DX_ROOT_INFO_OFFSET,
+    EXT4_DIR_ENTRY_TAIL_FT,
+    EXT4_INDEX_FL,
+    EXT4_INLINE_DOTDOT_SIZE,
+    EXT4_MIN_INLINE_DATA_SIZE,
+)
+
+if TYPE_CHECKING:
+    from ...block.buffer import Buffer
+    from .inode import Ext4Inode
+
+_DE = struct.Struct("<IHBB")
+_TAIL = struct.Struct("<IHBBI")
+_U32 = struct.Struct("<I")
+FT_TO_DT = (DT_UNKNOWN, DT_REG, DT_DIR, DT_CHR, DT_BLK, DT_FIFO, DT_SOCK, DT_LNK)
+_LEAF_OK = 3  # Buffer.private: directory leaf checksum verified
+DOTDOT_POS = 1 << 32
+INLINE_DOTDOT_POS = 2
+
+# a parsed entry: (offset in block, inode, name, file type)
+Dirent = tuple[int, int, bytes, int]
+
+
+def ft_to_dt(ft: int) -> int:
+    return FT_TO_DT[ft] if ft < 8 else DT_UNKNOWN
+
+
+def parse_entries(inode: Ext4Inode, data: bytes, start: int, limit: int, where: str) -> list[Dirent]:
+    """Live entries of one directory block (or inline area) between ``start`` and ``limit``.
+
+    EUCLEAN (naming ``where``) for a malformed chain or an inode number out of range.
+    """
+    sb = inode.sb
+    big = sb.blocksize == 65536
+    filetype = sb.filetype
+    max_ino = sb.inodes_count
+    out: list[Dirent] = []
+    off = start
+    unpack = _DE.unpack_from
+    while off < limit:
+        if off + 8 > limit:
+            raise corrupted(where, f"directory entry at {off} overruns the block")
+        ino, rec_len, name_len, ft = unpack(data, off)
+        if big:
+            # ext4_rec_len_from_disk: 65535 and 0 stand for 65536
+            rec_len = 65536 if rec_len in (65535, 0) else (rec_len & 65532) | ((rec_len & 3) << 16)
+        if not filetype:
+            name_len |= ft << 8
+            ft = 0
+        if rec_len < 12 or rec_len & 3 or off + rec_len > limit or 8 + name_len > rec_len:
+            raise corrupted(where, f"bad directory entry at {off}: rec_len {rec_len}, "
+                            f"name_len {name_len}")
+        if ino:
+            if ino > max_ino:
+                raise corrupted(where, f"directory entry at {off}: inode {ino} out of range")
+            out.append((off, ino, data[off + 8:off + 8 + name_len], ft))
+        off += rec_len
+    return out
+
+
+def leaf_limit(inode: Ext4Inode, buf: Buffer, pblk: int) -> int:
+    """Where a leaf block's entries end; with metadata_csum, checks its tail and checksum.
+
+    EBADMSG on a checksum mismatch, EUCLEAN when the tail is missing.
+    """
+    sb = inode.sb
+    bs = sb.blocksize
+    if not sb.metadata_csum:
+        return bs
+    limit = bs - 12
+    if buf.private == _LEAF_OK:
+        return limit
+    data = buf.data
+    zero1, rec_len, zero2, ft, csum = _TAIL.unpack_from(data, limit)
+    where = f"ext4 directory inode {inode.ino} block {pblk}"
+    if zero1 or rec_len != 12 or zero2 or ft != EXT4_DIR_ENTRY_TAIL_FT:
+        raise corrupted(where, "no checksum tail in directory block", EFSBADCRC)
+    if csum != block_csum(inode.csum_seed, memoryview(data)[:limit]):
+        raise corrupted(where, "directory block checksum mismatch", EFSBADCRC)
+    buf.private = _LEAF_OK
+    return limit
+
+
+def is_dx_node(data: bytes | bytearray, bs: int) -> bool:
+    """An htree interior node: one empty entry spanning the whole block."""
+    ino, rec_len, name_len, _ft = _DE.unpack_from(data, 0)
+    if bs == 65536 and rec_len in (65535, 0):
+        rec_len = 65536
+    return ino == 0 and rec_len == bs and name_len == 0
+
+
+def is_hashed(inode: Ext4Inode) -> bool:
+    """Linux's is_dx_dir: readdir in hash order with hash cookies."""
+    sb = inode.sb
+    if not sb.dir_index or inode.inline:
+        return False
+    return bool(inode.i_flags & EXT4_INDEX_FL) or inode.size // sb.blocksize == 1
+
+
+def dir_blocks(inode: Ext4Inode) -> Iterator[tuple[int, int, Buffer]]:
+    """(logical block, physical block, buffer) of every mapped block, read in batches."""
+    sb = inode.sb
+    bs = sb.blocksize
+    nblocks = inode.size // bs
+    for s, n, p, unwritten in inode.runs():
+        if s >= nblocks:
+            break
+        if unwritten:
+            continue
+        n = min(n, nblocks - s)
+        for k in range(0, n, 256):
+            m = min(256, n - k)
+            bufs = sb.bcache.bread_many(sb.io, p + k, m, bs)
+            for j, buf in enumerate(bufs):
+                yield s + k + j, p + k + j, buf
+
+
+def block_entries(inode: Ext4Inode, lblk: int, pblk: int, buf: Buffer) -> list[Dirent]:
+    """The entries of one directory block; index blocks of an htree yield none but . and .."""
+    sb = inode.sb
+    bs = sb.blocksize
+    where = f"ext4 directory inode {inode.ino} block {pblk}"
+    indexed = inode.i_flags & EXT4_INDEX_FL
+    if indexed and lblk == 0:
+        # the htree root: "." and ".." only (checked by the index code)
+        return parse_entries(inode, bytes(buf.data[:DX_ROOT_INFO_OFFSET]), 0,
+                             DX_ROOT_INFO_OFFSET, where) if _root_dots_ok(buf.data, bs) else []
+    if indexed and is_dx_node(buf.data, bs):
+        return []
+    limit = leaf_limit(inode, buf, pblk)
+    return parse_entries(inode, bytes(buf.data), 0, limit, where)
+
+
+def _root_dots_ok(data: bytes | bytearray, bs: int) -> bool:
+    ino0, rl0, nl0, _f0 = _DE.unpack_from(data, 0)
+    ino1, rl1, nl1, _f1 = _DE.unpack_from(data, 12)
+    return rl0 == 12 and nl0 == 1 and nl1 == 2 and data[20:22] == b".."
+
+
+class DirCache:
+    """A directory's entries in readdir order with their cookies, and a name index."""
+
+    __slots__ = ("positions", "entries", "eof", "_names")
+
+    def __init__(self, positions: list[int], entries: list[tuple[bytes, int, int]], eof: int) -> None:
+        self.positions = positions
+        self.entries = entries  # (name, inode, d_type)
+        self.eof = eof
+        self._names: dict[bytes, int] | None = None
+
+    def lookup(self, name: bytes) -> int | None:
+        names = self._names
+        if names is None:
+            names = self._names = {e[0]: e[1] for e in self.entries}
+        return names.get(name)
+
+
+def _inline_cache(inode: Ext4Inode) -> DirCache:
+    head, extra = inline_parts(inode)
+    where = f"ext4 inline directory inode {inode.ino}"
+    parent = _U32.unpack_from(head, 0)[0]
+    positions = [0, INLINE_DOTDOT_POS]
+    entries = [(b".", inode.ino, DT_DIR), (b"..", parent, DT_DIR)]
+    for off, ino, name, ft in parse_entries(inode, head, EXT4_INLINE_DOTDOT_SIZE,
+                                            EXT4_MIN_INLINE_DATA_SIZE, where):
+        positions.append(off)
+        entries.append((name, ino, ft_to_dt(ft)))
+    if extra:
+        for off, ino, name, ft in parse_entries(inode, extra, 0, len(extra), where):
+            positions.append(EXT4_MIN_INLINE_DATA_SIZE + off)
+            entries.append((name, ino, ft_to_dt(ft)))
+    return DirCache(positions, entries, EXT4_MIN_INLINE_DATA_SIZE + len(extra))
+
+
+def _linear_cache(inode: Ext4Inode) -> DirCache:
+    bs = inode.sb.blocksize
+    positions: list[int] = []
+    entries: list[tuple[bytes, int, int]] = []
+    for lblk, pblk, buf in dir_blocks(inode):
+        base = lblk * bs
+        for off, ino, name, ft in block_entries(inode, lblk, pblk, buf):
+            positions.append(base + off)
+            entries.append((name, ino, ft_to_dt(ft)))
+    return DirCache(positions, entries, inode.size)
+
+
+def hash_version(inode: Ext4Inode) -> int:
+    """The hash a hashed directory uses: its root's, else the default; unsigned per s_flags."""
+    sb = inode.sb
+    version = sb.def_hash_version
+    if inode.i_flags & EXT4_INDEX_FL:
+        pblk = inode.bmap(0)
+        if pblk:
+            version = sb.bread(pblk).data[DX_ROOT_INFO_OFFSET + 4]
+    if version <= 2 and sb.unsigned_hash:
+        version += 3
+    return version
+
+
+def _hashed_cache(inode: Ext4Inode) -> DirCache:
+    sb = inode.sb
+    version = hash_version(inode)
+    seed = sb.hash_seed
+    dot, dotdot = inode.ino, 0
+    items: list[tuple[int, bytes, int, int]] = []
+    for lblk, pblk, buf in dir_blocks(inode):
+        for _off, ino, name, ft in block_entries(inode, lblk, pblk, buf):
+            if name == b".":
+                continue
+            if name == b"..":
+                dotdot = ino
+                continue
+            major, minor = dx_hash(name, version, seed)
+            items.append((hash2pos(major, minor), name, ino, ft_to_dt(ft)))
+    items.sort()
+    positions = [0, DOTDOT_POS]
+    entries = [(b".", dot, DT_DIR), (b"..", dotdot or dot, DT_DIR)]
+    prev = DOTDOT_POS
+    for pos, name, ino, dt in items:
+        if pos <= prev:
+            pos = prev + 1  # equal hashes: keep positions strictly increasing
+        positions.append(pos)
+        entries.append((name, ino, dt))
+        prev = pos
+    return DirCache(positions, entries, EXT4_HTREE_EOF_64BIT)
+
+
+def get_cache(inode: Ext4Inode) -> DirCache:
+    """The directory's parsed entries (built once, kept while the inode is cached)."""
+    dc = inode.dir_cache
+    if dc is None:
+        if inode.inline:
+            dc = _inline_cache(inode)
+        elif is_hashed(inode):
+            dc = _hashed_cache(inode)
+        else:
+            dc = _linear_cache(inode)
+        inode.dir_cache = dc
+    return dc  # type: ignore[return-value]
+
+
+def iterate(inode: Ext4Inode, pos: int) -> Iterator[tuple[bytes, int, int, int]]:
+    """Entries at or after cookie ``pos``: (name, inode, d_type, cookie of the next)."""
+    dc = get_cache(inode)
+    positions, entries = dc.positions, dc.entries
+    n = len(entries)
+    i = bisect.bisect_left(positions, pos)
+    while i < n:
+        name, ino, dt = entries[i]
+        i += 1
+        yield name, ino, dt, positions[i] if i < n else dc.eof

@@ -1,0 +1,551 @@
+"""Mounting ext2/ext3/ext4 (fs/ext4/super.c): superblock, group descriptors, inodes.
+
+Mount reads and validates the superblock (geometry, features, checksum),
+loads and verifies every group descriptor, replays the journal when the
+filesystem needs recovery (into an in-memory overlay for read-only mounts,
+so the image is never written), and looks at the orphan list and the orphan
+file. Read-write mounts are refused with EROFS until the write path exists.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import struct
+import weakref
+from typing import TYPE_CHECKING
+
+from ...block.overlay import OverlayDevice
+from ...errors import EFSBADCRC, corrupted, kerr
+from ...uapi import MS_RDONLY
+from ...vfs.inode import FileSystemType, StatFs, SuperBlock
+from . import csum as ck
+from .inode import Ext4Inode
+from .jbd2.journal import Journal
+from .jbd2.recovery import RecoveryInfo, recover
+from .ondisk import (
+    BG_BLOCK_BITMAP_CSUM_HI_END,
+    BG_INODE_BITMAP_CSUM_HI_END,
+    COMPAT_DIR_INDEX,
+    COMPAT_HAS_JOURNAL,
+    COMPAT_ORPHAN_FILE,
+    COMPAT_SPARSE_SUPER2,
+    EXT2_FLAGS_UNSIGNED_HASH,
+    EXT4_BG_INODE_UNINIT,
+    EXT4_CRC32C_CHKSUM,
+    EXT4_DYNAMIC_REV,
+    EXT4_GOOD_OLD_FIRST_INO,
+    EXT4_GOOD_OLD_INODE_SIZE,
+    EXT4_GOOD_OLD_REV,
+    EXT4_MAX_BLOCK_LOG_SIZE,
+    EXT4_MAX_DESC_SIZE,
+    EXT4_MIN_BLOCK_LOG_SIZE,
+    EXT4_MIN_DESC_SIZE,
+    EXT4_MIN_DESC_SIZE_64BIT,
+    EXT4_ORPHAN_BLOCK_MAGIC,
+    EXT4_OS_LINUX,
+    EXT4_ROOT_INO,
+    EXT4_SUPER_MAGIC,
+    INCOMPAT_64BIT,
+    INCOMPAT_CASEFOLD,
+    INCOMPAT_COMPRESSION,
+    INCOMPAT_CSUM_SEED,
+    INCOMPAT_DIRDATA,
+    INCOMPAT_EA_INODE,
+    INCOMPAT_ENCRYPT,
+    INCOMPAT_EXTENTS,
+    INCOMPAT_FILETYPE,
+    INCOMPAT_FLEX_BG,
+    INCOMPAT_INLINE_DATA,
+    INCOMPAT_JOURNAL_DEV,
+    INCOMPAT_LARGEDIR,
+    INCOMPAT_META_BG,
+    INCOMPAT_MMP,
+    INCOMPAT_NAMES,
+    INCOMPAT_RECOVER,
+    RO_COMPAT_BIGALLOC,
+    RO_COMPAT_DIR_NLINK,
+    RO_COMPAT_EXTRA_ISIZE,
+    RO_COMPAT_GDT_CSUM,
+    RO_COMPAT_HUGE_FILE,
+    RO_COMPAT_METADATA_CSUM,
+    RO_COMPAT_SPARSE_SUPER,
+    SUPERBLOCK_OFFSET,
+    SUPERBLOCK_SIZE,
+    ext4_super_block,
+)
+
+if TYPE_CHECKING:
+    from ...block.blkdev import BlockDevice
+    from ...block.buffer import Buffer, BufferCache
+
+log = logging.getLogger(__name__)
+
+_SUPPORTED_INCOMPAT = (INCOMPAT_FILETYPE | INCOMPAT_RECOVER | INCOMPAT_META_BG | INCOMPAT_EXTENTS
+                       | INCOMPAT_64BIT | INCOMPAT_MMP | INCOMPAT_FLEX_BG | INCOMPAT_EA_INODE
+                       | INCOMPAT_CSUM_SEED | INCOMPAT_LARGEDIR | INCOMPAT_INLINE_DATA
+                       | INCOMPAT_ENCRYPT | INCOMPAT_CASEFOLD)
+_EXT4_ONLY_INCOMPAT = (INCOMPAT_EXTENTS | INCOMPAT_64BIT | INCOMPAT_FLEX_BG | INCOMPAT_META_BG
+                       | INCOMPAT_EA_INODE | INCOMPAT_CSUM_SEED | INCOMPAT_LARGEDIR
+                       | INCOMPAT_INLINE_DATA | INCOMPAT_ENCRYPT | INCOMPAT_CASEFOLD | INCOMPAT_MMP)
+_EXT4_ONLY_RO = (RO_COMPAT_HUGE_FILE | RO_COMPAT_GDT_CSUM | RO_COMPAT_DIR_NLINK
+                 | RO_COMPAT_EXTRA_ISIZE | RO_COMPAT_BIGALLOC | RO_COMPAT_METADATA_CSUM)
+_IGNORED_OPTIONS = {"ro", "rw", "acl", "user_xattr", "nouser_xattr", "barrier", "nobarrier",
+                    "noatime", "relatime", "strictatime", "nodiratime", "delalloc", "nodelalloc",
+                    "journal_checksum", "nojournal_checksum", "auto_da_alloc", "noauto_da_alloc",
+                    "discard", "nodiscard", "block_validity", "noblock_validity", "lazytime",
+                    "nolazytime", "dioread_lock", "dioread_nolock", "i_version", "nogrpid",
+                    "grpid", "bsdgroups", "sysvgroups", "quota", "noquota", "usrquota",
+                    "grpquota", "prjquota", "nouid32", "debug", "init_itable", "noinit_itable",
+                    "journal_async_commit", "nombcache", "no_mbcache"}
+_IGNORED_PREFIXES = ("errors=", "data=", "commit=", "barrier=", "inode_readahead_blks=",
+                     "journal_ioprio=", "stripe=", "max_batch_time=", "min_batch_time=",
+                     "resuid=", "resgid=", "init_itable=", "max_dir_size_kb=", "data_err=")
+_INODE_READAHEAD = 16  # inode table blocks read on a miss (inode_readahead_blks)
+
+# one group descriptor, reduced to what the driver uses
+GroupDesc = tuple[int, int, int, int, int, int, int, int]
+# (block_bitmap, inode_bitmap, inode_table, flags, itable_unused, free_blocks,
+#  free_inodes, bitmap checksums: block | inode << 32)
+
+_DESC32 = struct.Struct("<IIIHHHHIHHHH")
+_DESC64 = struct.Struct("<IIIHHHHIHHHHIIIHHHHIHHI")
+
+
+class Ext4Super(SuperBlock):
+    """A mounted ext2/3/4 filesystem (read-only for now)."""
+
+    fstype = "ext4"
+    magic = EXT4_SUPER_MAGIC
+
+    def __init__(self, kernel: object, bdev: BlockDevice, flags: int, options: str) -> None:
+        super().__init__(kernel, bdev, flags)
+        self.bcache: BufferCache = kernel.bcache  # type: ignore[attr-defined]
+        self.io: BlockDevice = bdev  # where every read goes (an overlay after replay)
+        self.noload = False
+        self._parse_options(options)
+        if not flags & MS_RDONLY:
+            raise kerr(errno.EROFS, "ext4", "ext4: read-write mounts are not supported yet")
+        self.rdonly = True
+        self.recovery: RecoveryInfo | None = None
+        self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
+        self._load_groups()
+        if self.incompat & INCOMPAT_RECOVER:
+            self._recover()
+        self.root = self.get_inode(EXT4_ROOT_INO)
+        if not self.root.is_dir:
+            raise corrupted("ext4 root inode", "is not a directory")
+        self._check_orphans()
+
+    # -- mount steps -------------------------------------------------------------------------
+    def _parse_options(self, options: str) -> None:
+        for opt in filter(None, (o.strip() for o in options.split(","))):
+            if opt in ("noload", "norecovery"):
+                self.noload = True
+            elif opt == "noacl":
+                self.posix_acl = False
+            elif opt in _IGNORED_OPTIONS or opt.startswith(_IGNORED_PREFIXES):
+                continue
+            else:
+                raise kerr(errno.EINVAL, "ext4", f"unknown or unsupported mount option {opt!r}")
+
+    def _load_super(self, raw: bytes | bytearray) -> None:
+        """Parse and validate the primary superblock; EUCLEAN/EBADMSG/EOPNOTSUPP/EINVAL."""
+        es = ext4_super_block.unpack_from(raw, 0)
+        what = "ext4 superblock"
+        if es.s_magic != EXT4_SUPER_MAGIC:
+            raise kerr(errno.EINVAL, what, "no ext2/ext3/ext4 superblock (bad magic)")
+        if es.s_rev_level > EXT4_DYNAMIC_REV:
+            raise kerr(errno.EOPNOTSUPP, what, f"revision {es.s_rev_level} is not supported")
+        dynamic = es.s_rev_level != EXT4_GOOD_OLD_REV
+        compat = es.s_feature_compat if dynamic else 0
+        incompat = es.s_feature_incompat if dynamic else 0
+        ro_compat = es.s_feature_ro_compat if dynamic else 0
+        self.compat, self.incompat, self.ro_compat = compat, incompat, ro_compat
+        self.metadata_csum = bool(ro_compat & RO_COMPAT_METADATA_CSUM)
+        if self.metadata_csum:
+            if es.s_checksum_type != EXT4_CRC32C_CHKSUM:
+                raise corrupted(what, f"unknown checksum type {es.s_checksum_type}")
+            if ck.superblock_csum(raw) != es.s_checksum:
+                raise corrupted(what, "checksum mismatch", EFSBADCRC)
+        unknown = incompat & ~_SUPPORTED_INCOMPAT
+        if unknown:
+            names = [n for bit, n in INCOMPAT_NAMES.items() if unknown & bit] or [hex(unknown)]
+            raise kerr(errno.EOPNOTSUPP, what, "unsupported feature(s): " + ", ".join(names))
+        if incompat & INCOMPAT_JOURNAL_DEV or incompat & (INCOMPAT_COMPRESSION | INCOMPAT_DIRDATA):
+            raise kerr(errno.EOPNOTSUPP, what, "an external journal device cannot be mounted")
+        if es.s_log_block_size > EXT4_MAX_BLOCK_LOG_SIZE - EXT4_MIN_BLOCK_LOG_SIZE:
+            raise corrupted(what, f"invalid block size log {es.s_log_block_size}")
+        bs = 1024 << es.s_log_block_size
+        self.blocksize = bs
+        self.bigalloc = bool(ro_compat & RO_COMPAT_BIGALLOC)
+        if self.bigalloc:
+            if es.s_log_cluster_size < es.s_log_block_size or es.s_log_cluster_size > 30 - 10:
+                raise corrupted(what, f"invalid cluster size log {es.s_log_cluster_size}")
+            self.cluster_size = 1024 << es.s_log_cluster_size
+        else:
+            self.cluster_size = bs
+        self.cluster_ratio = self.cluster_size // bs
+        self.has_64bit = bool(incompat & INCOMPAT_64BIT)
+        blocks = es.s_blocks_count_lo | ((es.s_blocks_count_hi << 32) if self.has_64bit else 0)
+        self.blocks_count = blocks
+        self.r_blocks_count = es.s_r_blocks_count_lo | (
+            (es.s_r_blocks_count_hi << 32) if self.has_64bit else 0)
+        self.first_data_block = es.s_first_data_block
+        bpg, ipg = es.s_blocks_per_group, es.s_inodes_per_group
+        cpg = es.s_clusters_per_group if self.bigalloc else bpg
+        if self.bigalloc and bpg != cpg * self.cluster_ratio:
+            raise corrupted(what, f"blocks per group {bpg} != clusters per group {cpg} x "
+                            f"{self.cluster_ratio}")
+        if not 0 < cpg <= bs * 8 or not 0 < ipg <= bs * 8:
+            raise corrupted(what, f"bad group geometry: {cpg} clusters, {ipg} inodes per group")
+        if self.first_data_block != (1 if bs == 1024 and not self.bigalloc else 0):
+            raise corrupted(what, f"bad first data block {self.first_data_block}")
+        if blocks <= self.first_data_block:
+            raise corrupted(what, f"bad block count {blocks}")
+        if dynamic:
+            isize, first_ino = es.s_inode_size, es.s_first_ino
+            if isize < EXT4_GOOD_OLD_INODE_SIZE or isize > bs or isize & (isize - 1):
+                raise corrupted(what, f"bad inode size {isize}")
+            if first_ino < EXT4_GOOD_OLD_FIRST_INO:
+                raise corrupted(what, f"bad first inode {first_ino}")
+        else:
+            isize, first_ino = EXT4_GOOD_OLD_INODE_SIZE, EXT4_GOOD_OLD_FIRST_INO
+        self.inode_size, self.first_ino = isize, first_ino
+        if self.has_64bit:
+            ds = es.s_desc_size
+            if ds < EXT4_MIN_DESC_SIZE_64BIT or ds > EXT4_MAX_DESC_SIZE or ds & (ds - 1):
+                raise corrupted(what, f"bad group descriptor size {ds}")
+        else:
+            ds = EXT4_MIN_DESC_SIZE
+        self.desc_size = ds
+        self.blocks_per_group, self.clusters_per_group, self.inodes_per_group = bpg, cpg, ipg
+        ngroups = (blocks - self.first_data_block + bpg - 1) // bpg
+        self.group_count = ngroups
+        if es.s_inodes_count != ngroups * ipg:
+            raise corrupted(what, f"inode count {es.s_inodes_count} != {ngroups} groups x {ipg}")
+        self.inodes_count = es.s_inodes_count
+        self.inode_table_blocks = (ipg * isize + bs - 1) // bs
+        dev_size = self.bdev.size if self.bdev is not None else 0
+        if blocks * bs > dev_size:
+            raise kerr(errno.EIO, what, f"the filesystem has {blocks} blocks of {bs} bytes but "
+                       f"the device holds only {dev_size} bytes (truncated image?)")
+        self.es = es
+        self.uuid = es.s_uuid
+        self.csum_seed = 0
+        if self.metadata_csum:
+            self.csum_seed = es.s_checksum_seed if incompat & INCOMPAT_CSUM_SEED \
+                else ck.fs_seed(es.s_uuid)
+        self.gdt_csum = bool(ro_compat & RO_COMPAT_GDT_CSUM) or self.metadata_csum
+        self.filetype = bool(incompat & INCOMPAT_FILETYPE)
+        self.dir_index = bool(compat & COMPAT_DIR_INDEX)
+        self.large_dir = bool(incompat & INCOMPAT_LARGEDIR)
+        self.huge_file = bool(ro_compat & RO_COMPAT_HUGE_FILE)
+        self.ea_inode_feature = bool(incompat & INCOMPAT_EA_INODE)
+        self.has_journal = bool(compat & COMPAT_HAS_JOURNAL)
+        seed = struct.unpack("<4I", es.s_hash_seed)
+        self.hash_seed = seed if any(seed) else None
+        self.def_hash_version = es.s_def_hash_version
+        self.unsigned_hash = bool(es.s_flags & EXT2_FLAGS_UNSIGNED_HASH)
+        self.max_links = 65000  # EXT4_LINK_MAX
+        self.time_gran = 1 if isize > EXT4_GOOD_OLD_INODE_SIZE else 1_000_000_000
+        if incompat & _EXT4_ONLY_INCOMPAT or ro_compat & _EXT4_ONLY_RO:
+            self.fstype = "ext4"
+        elif self.has_journal:
+            self.fstype = "ext3"
+        else:
+            self.fstype = "ext2"
+
+    # -- group descriptors ----------------------------------------------------------------------
+    def bg_has_super(self, group: int) -> bool:
+        """Does ``group`` hold a superblock backup (sparse_super, sparse_super2)?"""
+        if group == 0:
+            return True
+        if self.compat & COMPAT_SPARSE_SUPER2:
+            backups = struct.unpack("<2I", self.es.s_backup_bgs)
+            return group in backups
+        if group <= 1 or not self.ro_compat & RO_COMPAT_SPARSE_SUPER:
+            return True
+        if not group & 1:
+            return False
+        for base in (3, 5, 7):
+            n = base
+            while n < group:
+                n *= base
+            if n == group:
+                return True
+        return False
+
+    def group_first_block(self, group: int) -> int:
+        return self.first_data_block + group * self.blocks_per_group
+
+    def descriptor_block(self, nr: int) -> int:
+        """Where descriptor block ``nr`` lives (meta_bg moves them into their groups)."""
+        first_meta_bg = self.es.s_first_meta_bg
+        sb_block = self.first_data_block
+        if not self.incompat & INCOMPAT_META_BG or nr < first_meta_bg:
+            return sb_block + nr + 1
+        bg = (self.blocksize // self.desc_size) * nr
+        has_super = 1 if self.bg_has_super(bg) else 0
+        if self.blocksize == 1024 and nr == 0 and self.first_data_block == 0:
+            has_super += 1
+        return self.group_first_block(bg) + has_super
+
+    def _load_groups(self) -> None:
+        """Read every group descriptor; verify checksums and table locations."""
+        bs, ds = self.blocksize, self.desc_size
+        per_block = bs // ds
+        nblocks = (self.group_count + per_block - 1) // per_block
+        if self.incompat & INCOMPAT_META_BG and self.es.s_first_meta_bg > nblocks:
+            raise corrupted("ext4 superblock", f"first_meta_bg {self.es.s_first_meta_bg} too large")
+        groups: list[GroupDesc] = []
+        first, limit = self.first_data_block, self.blocks_count
+        itb = self.inode_table_blocks
+        for nr in range(nblocks):
+            blk = self.descriptor_block(nr)
+            if not first <= blk < limit:
+                raise corrupted("ext4 group descriptors", f"descriptor block {blk} out of range")
+            data = bytes(self.bread(blk).data)
+            for i in range(min(per_block, self.group_count - nr * per_block)):
+                g = nr * per_block + i
+                off = i * ds
+                desc = data[off:off + ds]
+                if ds >= 64:
+                    v = _DESC64.unpack_from(desc, 0)
+                    bb, ib, it = v[0] | v[12] << 32, v[1] | v[13] << 32, v[2] | v[14] << 32
+                    fb, fi = v[3] | v[15] << 16, v[4] | v[16] << 16
+                    unused = v[10] | v[18] << 16
+                    bcs = v[8] | (v[20] << 16 if ds >= BG_BLOCK_BITMAP_CSUM_HI_END else 0)
+                    ics = v[9] | (v[21] << 16 if ds >= BG_INODE_BITMAP_CSUM_HI_END else 0)
+                else:
+                    v = _DESC32.unpack_from(desc, 0)
+                    bb, ib, it, fb, fi, unused, bcs, ics = v[0], v[1], v[2], v[3], v[4], v[10], \
+                        v[8], v[9]
+                flags, stored = v[6], v[11]
+                where = f"ext4 group descriptor {g} (block {blk})"
+                if self.gdt_csum:
+                    calc = ck.group_desc_csum(self.metadata_csum, self.csum_seed, self.uuid, g,
+                                              desc)
+                    if calc != stored:
+                        raise corrupted(where, "checksum mismatch", EFSBADCRC)
+                for name, b, n in (("block bitmap", bb, 1), ("inode bitmap", ib, 1),
+                                   ("inode table", it, itb)):
+                    if not first <= b or b + n > limit:
+                        raise corrupted(where, f"{name} at block {b} is outside the filesystem")
+                groups.append((bb, ib, it, flags, unused, fb, fi, bcs | ics << 32))
+        self.groups = groups
+
+    # -- journal ----------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Replay the journal into an overlay (the image is never written)."""
+        what = "ext4 journal"
+        if not self.has_journal:
+            raise corrupted("ext4 superblock", "needs_recovery set without a journal")
+        if self.noload:
+            log.warning("%s: needs recovery, but mounted with noload: the journal is ignored",
+                        self.bdev.name if self.bdev else "ext4")
+            return
+        jino = self.es.s_journal_inum
+        if not jino:
+            raise kerr(errno.EOPNOTSUPP, what, "recovery from an external journal device is not "
+                       "supported")
+        journal = Journal(self._load_inode(jino), self.io)
+        if journal.fast_commit:
+            raise kerr(errno.EOPNOTSUPP, what, "replay of fast-commit journals is not supported")
+        base = self.io
+        overlay = OverlayDevice(base, self.blocksize)
+        bs = self.blocksize
+
+        def write(blocknr: int, data: bytes) -> None:
+            overlay.writev(blocknr * bs, [memoryview(data)])
+
+        info = recover(journal, write, self.blocks_count)
+        self.recovery = info
+        log.info("%s: recovered %d transactions (%d..%d), %d blocks replayed, %d revoked, "
+                 "into memory: the image is not written", base.name, info.transactions,
+                 info.start_transaction, info.end_transaction, info.replayed, info.revoked)
+        # everything read so far may be stale: start over on the overlay
+        self.bcache.invalidate(base)
+        self._icache = weakref.WeakValueDictionary()
+        self.io = overlay
+        self._load_super(overlay.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
+        self._load_groups()
+
+    def _check_orphans(self) -> None:
+        """Count orphans (left for e2fsck or a read-write mount: this mount writes nothing)."""
+        count = 0
+        ino = self.es.s_last_orphan
+        seen: set[int] = set()
+        while ino and not self.noload:
+            if ino in seen or not 1 <= ino <= self.inodes_count:
+                log.warning("ext4: orphan list is damaged at inode %d; ignored", ino)
+                break
+            seen.add(ino)
+            count += 1
+            raw = self.read_inode_raw(ino)
+            ino = struct.unpack_from("<I", raw, 0x14)[0]  # i_dtime links the list
+        if self.compat & COMPAT_ORPHAN_FILE and self.es.s_orphan_file_inum:
+            count += self._orphan_file_count()
+        if count:
+            log.info("ext4: %d orphan inode(s) are left for a read-write mount to clean up", count)
+
+    def _orphan_file_count(self) -> int:
+        inode = self._load_inode(self.es.s_orphan_file_inum)
+        bs = self.blocksize
+        per = (bs - 8) // 4
+        n = 0
+        for lblk in range(inode.size // bs):
+            pblk = inode.bmap(lblk)
+            if not pblk:
+                raise corrupted("ext4 orphan file", f"hole at block {lblk}")
+            data = self.bread(pblk).data
+            magic, stored = struct.unpack_from("<II", data, bs - 8)
+            where = f"ext4 orphan file block {pblk}"
+            if magic != EXT4_ORPHAN_BLOCK_MAGIC:
+                raise corrupted(where, f"bad magic {magic:#x}")
+            if self.metadata_csum and stored != ck.orphan_block_csum(
+                    self.csum_seed, inode.ino, inode.generation, lblk, data, bs - 8):
+                raise corrupted(where, "checksum mismatch", EFSBADCRC)
+            n += sum(1 for x in struct.unpack_from(f"<{per}I", data, 0) if x)
+        return n
+
+    # -- blocks and inodes ----------------------------------------------------------------------
+    def bread(self, blocknr: int) -> Buffer:
+        """A metadata block through the buffer cache (EIO if unreadable)."""
+        return self.bcache.bread(self.io, blocknr, self.blocksize)
+
+    def read_inode_raw(self, ino: int) -> bytes:
+        """The on-disk inode ``ino`` (``s_inode_size`` bytes), checksum verified.
+
+        Reads a run of the inode table on a miss (inode readahead).
+        EUCLEAN for an out-of-range number or an uninitialized group, EBADMSG
+        for a checksum mismatch, EIO if unreadable.
+        """
+        if not 1 <= ino <= self.inodes_count:
+            raise corrupted("ext4", f"inode number {ino} out of range")
+        g, idx = divmod(ino - 1, self.inodes_per_group)
+        desc = self.groups[g]
+        if self.gdt_csum and desc[3] & EXT4_BG_INODE_UNINIT:
+            raise corrupted(f"ext4 inode {ino}", f"lies in uninitialized group {g}")
+        isize, bs = self.inode_size, self.blocksize
+        off = idx * isize
+        tblk = off // bs
+        blk = desc[2] + tblk
+        bc = self.bcache
+        if bc.peek(self.io, blk, bs) is None:
+            n = min(_INODE_READAHEAD, self.inode_table_blocks - tblk)
+            buf = bc.bread_many(self.io, blk, n, bs)[0]
+        else:
+            buf = bc.bread(self.io, blk, bs)
+        o = off % bs
+        raw = bytes(buf.data[o:o + isize])
+        if self.metadata_csum and self.es.s_creator_os == EXT4_OS_LINUX:
+            gen = struct.unpack_from("<I", raw, 0x64)[0]
+            has_hi = isize > EXT4_GOOD_OLD_INODE_SIZE and \
+                struct.unpack_from("<H", raw, 0x80)[0] >= 4
+            stored = struct.unpack_from("<H", raw, 0x7C)[0]
+            if has_hi:
+                stored |= struct.unpack_from("<H", raw, 0x82)[0] << 16
+            if stored != ck.inode_csum(ck.inode_seed(self.csum_seed, ino, gen), raw, has_hi):
+                raise corrupted(f"ext4 inode {ino} (block {blk})", "checksum mismatch",
+                                EFSBADCRC)
+        return raw
+
+    def _load_inode(self, ino: int) -> Ext4Inode:
+        return Ext4Inode(self, ino, self.read_inode_raw(ino))
+
+    def get_inode(self, ino: int, referrer: str | None = None) -> Ext4Inode:
+        """The in-memory inode ``ino``; ``referrer`` names a directory entry pointing at it
+        (then reserved inode numbers are refused, as ext4_lookup does)."""
+        if referrer is not None and ino != EXT4_ROOT_INO and \
+                not self.first_ino <= ino <= self.inodes_count:
+            raise corrupted(f"ext4 {referrer}", f"bad inode number {ino}")
+        inode = self.iget(ino, self._load_inode)
+        return inode  # type: ignore[return-value]
+
+    # -- operations -------------------------------------------------------------------------------
+    def statfs(self) -> StatFs:
+        es = self.es
+        ratio = self.cluster_ratio
+        free_clusters = sum(g[5] for g in self.groups)
+        free_inodes = sum(g[6] for g in self.groups)
+        overhead = self.overhead_blocks()
+        bfree = free_clusters * ratio
+        resv = 0
+        if self.incompat & INCOMPAT_EXTENTS:
+            resv = min((self.blocks_count // ratio) // 50, 4096) * ratio
+        bavail = max(bfree - (self.r_blocks_count + resv), 0)
+        u = es.s_uuid
+        fsid = int.from_bytes(u[:8], "little") ^ int.from_bytes(u[8:], "little")
+        return StatFs(EXT4_SUPER_MAGIC, self.blocksize, self.blocks_count - overhead, bfree,
+                      bavail, self.inodes_count, free_inodes, f_fsid=fsid, f_namelen=255)
+
+    def overhead_blocks(self) -> int:
+        """Blocks holding metadata (s_overhead_clusters, or counted as ext4 does)."""
+        ratio = self.cluster_ratio
+        if self.es.s_overhead_clusters:
+            return self.es.s_overhead_clusters * ratio
+        per_block = self.blocksize // self.desc_size
+        gdb = (self.group_count + per_block - 1) // per_block
+        meta = self.incompat & INCOMPAT_META_BG
+        first_meta = self.es.s_first_meta_bg * per_block if meta else self.group_count
+        total = self.first_data_block
+        for g in range(self.group_count):
+            has = self.bg_has_super(g)
+            if g < first_meta:
+                if has:
+                    total += 1 + (self.es.s_first_meta_bg if meta else gdb) \
+                        + self.es.s_reserved_gdt_blocks
+            else:
+                total += 1 if has else 0
+                mg_first = g - g % per_block
+                if g in (mg_first, mg_first + 1, mg_first + per_block - 1):
+                    total += 1
+        total += self.group_count * (2 + self.inode_table_blocks)
+        if self.has_journal and self.es.s_journal_inum:
+            try:
+                j = self.get_inode(self.es.s_journal_inum)
+                total += j.size // self.blocksize
+            except OSError:
+                pass
+        if ratio > 1:
+            total = (total + ratio - 1) // ratio * ratio
+        return total
+
+    def remount(self, flags: int, options: str) -> None:
+        if not flags & MS_RDONLY:
+            raise kerr(errno.EROFS, "ext4", "ext4: read-write mounts are not supported yet")
+        self.flags = flags
+
+    def put_super(self) -> None:
+        self.bcache.invalidate(self.io)
+        if self.io is not self.bdev and self.bdev is not None:
+            self.bcache.invalidate(self.bdev)
+
+    def show_options(self) -> str:
+        return "ro"
+
+
+class Ext4Type(FileSystemType):
+    """ext2, ext3 and ext4: one driver, as Linux's ext4 serves all three."""
+
+    name = "ext4"
+
+    def probe(self, bdev: BlockDevice) -> bool:
+        if bdev.size < SUPERBLOCK_OFFSET + SUPERBLOCK_SIZE:
+            return False
+        raw = bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE)
+        es = ext4_super_block.unpack_from(raw, 0)
+        if es.s_magic != EXT4_SUPER_MAGIC:
+            return False
+        if es.s_rev_level > EXT4_DYNAMIC_REV or es.s_log_block_size > 6:
+            return False
+        if es.s_rev_level and es.s_feature_incompat & INCOMPAT_JOURNAL_DEV:
+            return False  # an external journal, not a filesystem
+        return es.s_blocks_per_group > 0 and es.s_inodes_per_group > 0 and es.s_inodes_count > 0
+
+    def mount(self, kernel: object, bdev: BlockDevice | None, flags: int, options: str) -> SuperBlock:
+        if bdev is None:
+            raise kerr(errno.ENOTBLK, "ext4")
+        return Ext4Super(kernel, bdev, flags, options)
+

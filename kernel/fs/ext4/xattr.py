@@ -1,0 +1,191 @@
+"""Extended attributes (fs/ext4/xattr.c, read side).
+
+An inode's attributes live in two places: the space after the large inode's
+extra fields (the "ibody", a magic word then entries whose values are
+addressed from the first entry) and one attribute block named by
+``i_file_acl`` (a 32-byte header, entries from offset 32, values addressed
+from the block start), which identical inodes share (``h_refcount``). A
+value may instead live in its own inode (ea_inode: ``e_value_inum``).
+Every entry and value is bounds-checked; the block's checksum is verified.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from ...errors import EFSBADCRC, corrupted, kerr
+from ...uapi import XATTR_NAME_POSIX_ACL_ACCESS, XATTR_NAME_POSIX_ACL_DEFAULT
+from .acl import acl_from_disk
+from .csum import xattr_block_csum
+from .ondisk import (
+    EXT4_EA_INODE_FL,
+    EXT4_GOOD_OLD_INODE_SIZE,
+    EXT4_XATTR_INDEX_POSIX_ACL_ACCESS,
+    EXT4_XATTR_INDEX_POSIX_ACL_DEFAULT,
+    EXT4_XATTR_INDEX_SECURITY,
+    EXT4_XATTR_INDEX_SYSTEM,
+    EXT4_XATTR_INDEX_TRUSTED,
+    EXT4_XATTR_INDEX_USER,
+    EXT4_XATTR_MAGIC,
+)
+
+if TYPE_CHECKING:
+    from .inode import Ext4Inode
+
+_ENTRY = struct.Struct("<BBHIII")
+_U32 = struct.Struct("<I")
+_HDR = struct.Struct("<IIIII")
+
+# name index -> prefix; the ACL indexes carry the whole name
+PREFIXES = {
+    EXT4_XATTR_INDEX_USER: b"user.",
+    EXT4_XATTR_INDEX_POSIX_ACL_ACCESS: XATTR_NAME_POSIX_ACL_ACCESS,
+    EXT4_XATTR_INDEX_POSIX_ACL_DEFAULT: XATTR_NAME_POSIX_ACL_DEFAULT,
+    EXT4_XATTR_INDEX_TRUSTED: b"trusted.",
+    EXT4_XATTR_INDEX_SECURITY: b"security.",
+    EXT4_XATTR_INDEX_SYSTEM: b"system.",
+}
+# what listxattr shows (Linux has no handler listing system.data and friends)
+LISTED = (EXT4_XATTR_INDEX_USER, EXT4_XATTR_INDEX_POSIX_ACL_ACCESS,
+          EXT4_XATTR_INDEX_POSIX_ACL_DEFAULT, EXT4_XATTR_INDEX_TRUSTED, EXT4_XATTR_INDEX_SECURITY)
+_ACL_INDEXES = (EXT4_XATTR_INDEX_POSIX_ACL_ACCESS, EXT4_XATTR_INDEX_POSIX_ACL_DEFAULT)
+
+# (name index, name suffix, inline value or None, value inode, value size)
+Entry = tuple[int, bytes, bytes | None, int, int]
+_BLOCK_OK = 2  # Buffer.private flag: xattr block verified
+
+
+def _parse_entries(data: bytes, start: int, end: int, value_base: int, value_end: int,
+                   what: str) -> list[Entry]:
+    """Entries from ``start`` up to the 4-zero-byte terminator, all within ``end``."""
+    out: list[Entry] = []
+    pos = start
+    min_value = value_end
+    while True:
+        if pos + 4 > end:
+            raise corrupted(what, "xattr entries run past their area")
+        if _U32.unpack_from(data, pos)[0] == 0:
+            break
+        if pos + 16 > end:
+            raise corrupted(what, "xattr entry truncated")
+        name_len, index, voff, vinum, vsize, _hash = _ENTRY.unpack_from(data, pos)
+        nend = pos + 16 + name_len
+        if name_len == 0 or nend > end:
+            raise corrupted(what, f"xattr entry at {pos} has a bad name length {name_len}")
+        name = data[pos + 16:nend]
+        if vinum:
+            value = None
+        else:
+            vstart = value_base + voff
+            if vsize and (vstart < pos or vstart + vsize > value_end or voff & 3):
+                raise corrupted(what, f"xattr value of {name!r} out of bounds")
+            if vsize:
+                min_value = min(min_value, vstart)
+            value = data[vstart:vstart + vsize]
+        out.append((index, name, value, vinum, vsize))
+        pos = (nend + 3) & ~3
+        if len(out) > (end - start) // 16:
+            raise corrupted(what, "too many xattr entries")
+    if pos + 4 > min_value:
+        raise corrupted(what, "xattr values overlap the entries")
+    return out
+
+
+def ibody_entries(inode: Ext4Inode) -> list[Entry]:
+    """Attributes stored in the inode body (empty for 128-byte inodes)."""
+    raw = inode.raw
+    start = EXT4_GOOD_OLD_INODE_SIZE + inode.extra_isize
+    if len(raw) <= start + 4 or _U32.unpack_from(raw, start)[0] != EXT4_XATTR_MAGIC:
+        return []
+    first = start + 4
+    return _parse_entries(raw, first, len(raw), first, len(raw), f"ext4 inode {inode.ino} xattrs")
+
+
+def block_entries(inode: Ext4Inode) -> list[Entry]:
+    """Attributes in the inode's xattr block (``i_file_acl``), verified."""
+    blk = inode.file_acl
+    if not blk:
+        return []
+    sb = inode.sb
+    what = f"ext4 xattr block {blk} (inode {inode.ino})"
+    if not sb.first_data_block <= blk < sb.blocks_count:
+        raise corrupted(f"ext4 inode {inode.ino}", f"invalid xattr block {blk}")
+    buf = sb.bread(blk)
+    data = bytes(buf.data)
+    magic, _refcount, nblocks, _hash, csum = _HDR.unpack_from(data, 0)
+    if magic != EXT4_XATTR_MAGIC or nblocks != 1:
+        raise corrupted(what, f"bad header (magic {magic:#x}, blocks {nblocks})")
+    if sb.metadata_csum and buf.private != _BLOCK_OK:
+        if csum != xattr_block_csum(sb.csum_seed, blk, data):
+            raise corrupted(what, "checksum mismatch", EFSBADCRC)
+        buf.private = _BLOCK_OK
+    return _parse_entries(data, 32, len(data), 0, len(data), what)
+
+
+def all_entries(inode: Ext4Inode) -> list[Entry]:
+    return ibody_entries(inode) + block_entries(inode)
+
+
+def full_name(index: int, name: bytes) -> bytes | None:
+    prefix = PREFIXES.get(index)
+    if prefix is None:
+        return None
+    if index in _ACL_INDEXES:
+        return prefix
+    return prefix + name
+
+
+def split_name(name: bytes) -> tuple[int, bytes] | None:
+    """(index, suffix) of a full attribute name, or None if ext4 cannot store it."""
+    if name == XATTR_NAME_POSIX_ACL_ACCESS:
+        return EXT4_XATTR_INDEX_POSIX_ACL_ACCESS, b""
+    if name == XATTR_NAME_POSIX_ACL_DEFAULT:
+        return EXT4_XATTR_INDEX_POSIX_ACL_DEFAULT, b""
+    for index in (EXT4_XATTR_INDEX_USER, EXT4_XATTR_INDEX_TRUSTED, EXT4_XATTR_INDEX_SECURITY,
+                  EXT4_XATTR_INDEX_SYSTEM):
+        prefix = PREFIXES[index]
+        if name.startswith(prefix):
+            return index, name[len(prefix):]
+    return None
+
+
+def list_names(entries: list[Entry]) -> list[bytes]:
+    out = []
+    for index, name, _v, _i, _s in entries:
+        if index in LISTED:
+            fn = full_name(index, name)
+            if fn is not None:
+                out.append(fn)
+    return out
+
+
+def entry_value(inode: Ext4Inode, e: Entry) -> bytes:
+    """The raw stored value of an entry, reading its ea_inode if it has one."""
+    index, name, value, vinum, vsize = e
+    if value is not None:
+        return value
+    sb = inode.sb
+    what = f"ext4 inode {inode.ino} xattr {name!r}"
+    if not sb.ea_inode_feature:
+        raise corrupted(what, "value in an inode without the ea_inode feature")
+    ea = sb.get_inode(vinum)
+    if not ea.i_flags & EXT4_EA_INODE_FL or ea.size != vsize:
+        raise corrupted(what, f"bad value inode {vinum}")
+    return ea.read(0, vsize)
+
+
+def get_value(inode: Ext4Inode, entries: list[Entry], name: bytes) -> bytes:
+    """The value of ``name`` in VFS form (ACLs converted); ENODATA if absent."""
+    key = split_name(name)
+    if key is None:
+        raise kerr(errno.ENODATA, name)
+    index, suffix = key
+    for e in entries:
+        if e[0] == index and e[1] == suffix:
+            value = entry_value(inode, e)
+            if index in _ACL_INDEXES:
+                return acl_from_disk(value, f"ext4 inode {inode.ino} {name.decode()}")
+            return value
+    raise kerr(errno.ENODATA, name)
