@@ -106,6 +106,6 @@ def xattr_block_csum(seed: int, blocknr: int, block: Buf) -> int:
 
 def orphan_block_csum(seed: int, ino: int, generation: int, blocknr: int, block: Buf,
                       tail_offset: int) -> int:
-    """An orphan-file block: inode seed, le64 logical block, entries and magic."""
+    """An orphan-file block: inode seed, le64 physical block number, the entries."""
     c = crc32c_raw(inode_seed(seed, ino, generation), _U64.pack(blocknr))
-    return crc32c_raw(c, memoryview(block)[:tail_offset + 4])
+    return crc32c_raw(c, memoryview(block)[:tail_offset])

@@ -159,19 +159,23 @@ def block_entries(inode: Ext4Inode, lblk: int, pblk: int, buf: Buffer) -> list[D
     where = f"ext4 directory inode {inode.ino} block {pblk}"
     indexed = inode.i_flags & EXT4_INDEX_FL
     if indexed and lblk == 0:
-        # the htree root: "." and ".." only (checked by the index code)
-        return parse_entries(inode, bytes(buf.data[:DX_ROOT_INFO_OFFSET]), 0,
-                             DX_ROOT_INFO_OFFSET, where) if _root_dots_ok(buf.data, bs) else []
+        # the htree root: "." and ".." only (the index code checks the rest)
+        return _root_dots(inode, buf.data, where)
     if indexed and is_dx_node(buf.data, bs):
         return []
     limit = leaf_limit(inode, buf, pblk)
     return parse_entries(inode, bytes(buf.data), 0, limit, where)
 
 
-def _root_dots_ok(data: bytes | bytearray, bs: int) -> bool:
-    ino0, rl0, nl0, _f0 = _DE.unpack_from(data, 0)
-    ino1, rl1, nl1, _f1 = _DE.unpack_from(data, 12)
-    return rl0 == 12 and nl0 == 1 and nl1 == 2 and data[20:22] == b".."
+def _root_dots(inode: Ext4Inode, data: bytes | bytearray, where: str) -> list[Dirent]:
+    """The "." and ".." entries heading an htree root block."""
+    ino0, rl0, nl0, ft0 = _DE.unpack_from(data, 0)
+    ino1, _rl1, nl1, ft1 = _DE.unpack_from(data, 12)
+    if rl0 != 12 or nl0 != 1 or data[8:9] != b"." or nl1 != 2 or data[20:22] != b"..":
+        raise corrupted(where, "htree root does not start with . and ..")
+    if ino1 > inode.sb.inodes_count:
+        raise corrupted(where, f"'..' points to inode {ino1}, out of range")
+    return [(0, ino0, b".", ft0), (12, ino1, b"..", ft1)]
 
 
 class DirCache:

@@ -404,7 +404,7 @@ class Ext4Super(SuperBlock):
             if magic != EXT4_ORPHAN_BLOCK_MAGIC:
                 raise corrupted(where, f"bad magic {magic:#x}")
             if self.metadata_csum and stored != ck.orphan_block_csum(
-                    self.csum_seed, inode.ino, inode.generation, lblk, data, bs - 8):
+                    self.csum_seed, inode.ino, inode.generation, pblk, data, bs - 8):
                 raise corrupted(where, "checksum mismatch", EFSBADCRC)
             n += sum(1 for x in struct.unpack_from(f"<{per}I", data, 0) if x)
         return n

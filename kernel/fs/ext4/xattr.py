@@ -72,7 +72,7 @@ def _parse_entries(data: bytes, start: int, end: int, value_base: int, value_end
             raise corrupted(what, "xattr entry truncated")
         name_len, index, voff, vinum, vsize, _hash = _ENTRY.unpack_from(data, pos)
         nend = pos + 16 + name_len
-        if name_len == 0 or nend > end:
+        if nend > end:
             raise corrupted(what, f"xattr entry at {pos} has a bad name length {name_len}")
         name = data[pos + 16:nend]
         if vinum:
