@@ -282,7 +282,7 @@ class Ext4Super(SuperBlock):
     def descriptor_block(self, nr: int) -> int:
         """Where descriptor block ``nr`` lives (meta_bg moves them into their groups)."""
         first_meta_bg = self.es.s_first_meta_bg
-        sb_block = self.first_data_block
+        sb_block = 1 if self.blocksize == 1024 else 0  # the block holding byte 1024
         if not self.incompat & INCOMPAT_META_BG or nr < first_meta_bg:
             return sb_block + nr + 1
         bg = (self.blocksize // self.desc_size) * nr

@@ -59,6 +59,7 @@ class RecoveryInfo:
     revoked: int = 0
     revoke_records: int = 0
     bad_tag_csums: int = 0
+    escaped: int = 0
 
 
 def _tid_geq(a: int, b: int) -> bool:
@@ -187,6 +188,7 @@ def _one_pass(j: Journal, pass_: int, info: RecoveryInfo, revoked: dict[int, int
                     continue
                 if flags & JBD2_FLAG_ESCAPE:
                     data = _MAGIC + data[4:]
+                    info.escaped += 1
                 write(blocknr, data)
                 info.replayed += 1
             continue
