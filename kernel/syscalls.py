@@ -260,7 +260,9 @@ class Syscalls:
         start = self._start(dirfd, p)
         for _ in range(41):
             par = walker.parent(start, p)
-            if par.type != LAST_NORM or par.trailing:
+            if par.type != LAST_NORM:  # ".", ".." or "/": an existing directory
+                raise kerr(errno.EEXIST if flags & O_EXCL else errno.EISDIR, p)
+            if par.trailing:
                 raise kerr(errno.EISDIR, p)
             d = walker.lookup_last(par)
             inode = d.inode

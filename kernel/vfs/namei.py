@@ -162,8 +162,6 @@ class Walker:
         # the last one included.
         generic_permission(self.cred, inode, MAY_EXEC)
         kind = LAST_DOT if last == b"." else LAST_DOTDOT if last == b".." else LAST_NORM
-        if kind == LAST_NORM and len(last) > NAME_MAX:
-            raise self.err(errno.ENAMETOOLONG)
         return Parent(dirp, last, kind, trailing)
 
     def lookup_last(self, parent: Parent) -> Dentry:
@@ -176,6 +174,8 @@ class Walker:
         c = d.cached(parent.last)
         if c is not None:
             return c
+        if len(parent.last) > NAME_MAX:  # what the filesystem's lookup reports
+            raise self.err(errno.ENAMETOOLONG)
         inode = d.inode
         assert inode is not None
         if inode.nlink == 0:

@@ -162,7 +162,7 @@ def mkdirat(task: Task, start: Path, path: bytes, mode: int) -> None:
     if dinode.nlink >= dinode.sb.max_links:
         may_create(task, par.path, path)
         raise kerr(errno.EMLINK, path)
-    do_create(task, par, d, S_IFDIR | (mode & 0o7777 & ~S_ISGID), 0, path)
+    do_create(task, par, d, S_IFDIR | (mode & (0o777 | S_ISVTX)), 0, path)
 
 
 def mknodat(task: Task, start: Path, path: bytes, mode: int, dev: int) -> None:

@@ -1,0 +1,132 @@
+"""Exit codes, one-line error messages and the main-function wrapper of every tool.
+
+Every tool reports a failure as one line on stderr, ``prog: what: why``,
+and exits non-zero; a traceback appears only with ``--debug``. Exit codes:
+
+  0  success
+  1  failure: unreadable or damaged image, I/O error, no space, ...
+  2  usage error (bad option or argument), or the image is locked by another mount
+  3  finished, but some files were skipped (``--keep-going``)
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+
+EXIT_CODES_HELP = (
+    "Exit status: 0 success; 1 failure (unreadable or damaged image, I/O error, no space); "
+    "2 usage error or image locked; 3 finished with files skipped (--keep-going)."
+)
+
+FSTYPES = ("ext4", "ext3", "ext2", "btrfs", "xfs")
+
+
+class ToolError(Exception):
+    """A failure to report as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def describe(err: BaseException) -> str:
+    """One line naming the file and the reason."""
+    if isinstance(err, ToolError):
+        return str(err)
+    if isinstance(err, OSError):
+        reason = err.strerror or (errno.errorcode.get(err.errno or 0) or str(err))
+        name = err.filename
+        if isinstance(name, bytes):
+            name = os.fsdecode(name)
+        if err.filename2 is not None:
+            return f"{name} -> {os.fsdecode(err.filename2)}: {reason}"
+        return f"{name}: {reason}" if name else reason
+    return f"{type(err).__name__}: {err}"
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    raise ToolError(message, code)
+
+
+def run_tool(prog: str, body: Callable[[], int | None], debug: bool) -> NoReturn:
+    """Run ``body`` and exit with its status, turning errors into one line."""
+    try:
+        code = body() or EXIT_OK
+    except ToolError as e:
+        if debug:
+            traceback.print_exc()
+        _say(prog, str(e))
+        code = e.code
+    except KeyboardInterrupt:
+        _say(prog, "interrupted")
+        code = 130
+    except BrokenPipeError:
+        # the reader went away (`fs2tar img - | head`): not our failure to report
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the final flush
+        except OSError:
+            pass
+        code = EXIT_FAILURE
+    except OSError as e:
+        if debug:
+            traceback.print_exc()
+        _say(prog, describe(e))
+        code = EXIT_FAILURE
+    except Exception as e:  # a bug: still one line, with the traceback on request
+        if debug:
+            traceback.print_exc()
+        _say(prog, f"internal error: {describe(e)} (run with --debug for details)")
+        code = EXIT_FAILURE
+    sys.exit(code)
+
+
+def _say(prog: str, message: str) -> None:
+    try:
+        sys.stderr.write(f"{prog}: {message}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+
+
+def setup_logging(kernel_log: bool, debug: bool) -> None:
+    """Show the kernel log on stderr with ``-p``/``--debug``; warnings always."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[kernel] %(name)s: %(message)s"))
+    root = logging.getLogger("kernel")
+    root.addHandler(handler)
+    handler.setLevel(logging.DEBUG if debug else logging.INFO if kernel_log else logging.WARNING)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def fstype_option() -> Callable[..., object]:
+    return click.option("-t", "--filesystem-type", "--type", "fstype",
+                        type=click.Choice(FSTYPES), default=None,
+                        help="Filesystem type; detected from the superblock when omitted.")
+
+
+def partition_option() -> Callable[..., object]:
+    return click.option("-P", "--partition", "part", type=click.IntRange(min=0), default=None,
+                        help="Partition number (1-4 primary, 5+ logical; 0 = whole disk); "
+                             "the only mountable partition is chosen when omitted.")
+
+
+def debug_option() -> Callable[..., object]:
+    return click.option("--debug", is_flag=True, help="Show tracebacks and the kernel's debug log.")
+
+
+def mb_option(default: int = 64) -> Callable[..., object]:
+    return click.option("--mb", type=click.IntRange(min=4), default=default, show_default=True,
+                        help="Memory for the kernel's caches, in MiB (LKL's mb=).")
