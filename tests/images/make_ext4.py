@@ -354,6 +354,8 @@ def make_largedir(work: Path) -> None:
     meta = {"htree": info, "extent_depth": max(int(line.split()[0].split("/")[0])
                                                for line in ex.splitlines()[1:] if "/" in line),
             "locations": _locations(img, file="/deep-extents")}
+    node_lblk = int(debugfs(img, "htree /huge").split("Entry #0: Hash 0x00000000, block")[1].split()[0])
+    meta["locations"]["htree_node"] = int(debugfs(img, f"bmap /huge {node_lblk}").split()[0])
     finish("largedir", img, work, big=("huge",), meta=meta)
 
 
@@ -483,6 +485,16 @@ def _locations(img: Path, file: str = "/small.txt") -> dict:
     out["file"] = file
     stats = debugfs(img, "stats")
     out["block_size"] = int(stats.split("Block size:")[1].split()[0])
+    st = debugfs(img, f"stat {file}")
+    if "File ACL:" in st:
+        out["xattr_block"] = int(st.split("File ACL:")[1].split()[0])
+    if file == "/small.txt":
+        out["dir_block"] = int(debugfs(img, "bmap /dir 0").split()[0])
+        out["xattr_block"] = int(debugfs(img, "stat /onek").split("File ACL:")[1].split()[0])
+    ex = debugfs(img, f"ex {file}").splitlines()
+    nodes = [line.split() for line in ex[1:] if line.strip().startswith("1/")]
+    if nodes:  # a level-1 node of the extent tree: the block holding it
+        out["extent_node"] = int(nodes[0][-2])
     return out
 
 

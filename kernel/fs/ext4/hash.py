@@ -10,6 +10,7 @@ the index). Names are at most 255 bytes, so these loops are bounded.
 from __future__ import annotations
 
 import errno
+import struct
 
 from ...errors import kerr
 from .ondisk import (
@@ -29,8 +30,8 @@ K2 = 0o13240474631
 K3 = 0o15666365641
 DELTA = 0x9E3779B9
 
-# bytes -> values of "char": signed chars map 0x80..0xff to -128..-1
-_SIGNED = tuple(c - 256 if c >= 128 else c for c in range(256))
+_HIGH = bytes(1 if c >= 128 else 0 for c in range(256))  # which bytes are negative chars
+_WORDS = [struct.Struct(f">{n}I") for n in range(9)]
 
 
 def _legacy(name: bytes, signed: bool) -> int:
@@ -46,82 +47,104 @@ def _legacy(name: bytes, signed: bool) -> int:
 
 
 def _str2hashbuf(msg: bytes, signed: bool, num: int) -> list[int]:
-    """Pack up to ``num * 4`` bytes of ``msg`` into ``num`` words, padded with the length."""
+    """Pack up to ``num * 4`` bytes of ``msg`` into ``num`` words, padded with the length.
+
+    Each word is its four bytes read big-endian (a signed char borrows from the
+    byte before it); a short last word starts with the pad bytes; missing
+    words are the pad (the length repeated in every byte).
+    """
     n = len(msg)
     pad = (n | (n << 8)) & M
     pad = (pad | (pad << 16)) & M
-    out: list[int] = []
-    val = pad
-    take = min(n, num * 4)
-    for i in range(take):
-        c = msg[i]
-        if signed and c >= 128:
-            c -= 256
-        val = (c + (val << 8)) & M
-        if i % 4 == 3:
-            out.append(val)
-            val = pad
-    if len(out) < num:
-        out.append(val)
-    while len(out) < num:
-        out.append(pad)
-    return out
-
-
-def _rol(x: int, s: int) -> int:
-    return ((x << s) | (x >> (32 - s))) & M
+    chunk = msg[:num * 4]
+    full, rem = divmod(len(chunk), 4)
+    words = list(_WORDS[full].unpack_from(chunk, 0))
+    if signed:
+        high = chunk.translate(_HIGH)
+        if any(high):
+            borrow = _WORDS[full].unpack_from(high, 0)
+            words = [(w - (h << 8)) & M for w, h in zip(words, borrow)]
+    if rem:
+        tail = chunk[full * 4:]
+        v = (pad << (8 * rem)) + int.from_bytes(tail, "big")
+        if signed:
+            v -= int.from_bytes(tail.translate(_HIGH), "big") << 8
+        words.append(v & M)
+    if len(words) < num:
+        words.extend([pad] * (num - len(words)))
+    return words
 
 
 def _half_md4(buf: list[int], x: list[int]) -> None:
     a, b, c, d = buf
-
-    def F(x: int, y: int, z: int) -> int:
-        return z ^ (x & (y ^ z))
-
-    def G(x: int, y: int, z: int) -> int:
-        return ((x & y) + ((x ^ y) & z)) & M
-
-    # round 1
-    a = _rol((a + F(b, c, d) + x[0]) & M, 3)
-    d = _rol((d + F(a, b, c) + x[1]) & M, 7)
-    c = _rol((c + F(d, a, b) + x[2]) & M, 11)
-    b = _rol((b + F(c, d, a) + x[3]) & M, 19)
-    a = _rol((a + F(b, c, d) + x[4]) & M, 3)
-    d = _rol((d + F(a, b, c) + x[5]) & M, 7)
-    c = _rol((c + F(d, a, b) + x[6]) & M, 11)
-    b = _rol((b + F(c, d, a) + x[7]) & M, 19)
-    # round 2
-    a = _rol((a + G(b, c, d) + x[1] + K2) & M, 3)
-    d = _rol((d + G(a, b, c) + x[3] + K2) & M, 5)
-    c = _rol((c + G(d, a, b) + x[5] + K2) & M, 9)
-    b = _rol((b + G(c, d, a) + x[7] + K2) & M, 13)
-    a = _rol((a + G(b, c, d) + x[0] + K2) & M, 3)
-    d = _rol((d + G(a, b, c) + x[2] + K2) & M, 5)
-    c = _rol((c + G(d, a, b) + x[4] + K2) & M, 9)
-    b = _rol((b + G(c, d, a) + x[6] + K2) & M, 13)
-    # round 3
-    a = _rol((a + (b ^ c ^ d) + x[3] + K3) & M, 3)
-    d = _rol((d + (a ^ b ^ c) + x[7] + K3) & M, 9)
-    c = _rol((c + (d ^ a ^ b) + x[2] + K3) & M, 11)
-    b = _rol((b + (c ^ d ^ a) + x[6] + K3) & M, 15)
-    a = _rol((a + (b ^ c ^ d) + x[1] + K3) & M, 3)
-    d = _rol((d + (a ^ b ^ c) + x[5] + K3) & M, 9)
-    c = _rol((c + (d ^ a ^ b) + x[0] + K3) & M, 11)
-    b = _rol((b + (c ^ d ^ a) + x[4] + K3) & M, 15)
+    x0, x1, x2, x3, x4, x5, x6, x7 = x
+    # round 1: F(x, y, z) = z ^ (x & (y ^ z)); only the low 32 bits matter until rol
+    a = (a + (d ^ (b & (c ^ d))) + x0) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (c ^ (a & (b ^ c))) + x1) & M
+    d = ((d << 7) | (d >> 25)) & M
+    c = (c + (b ^ (d & (a ^ b))) + x2) & M
+    c = ((c << 11) | (c >> 21)) & M
+    b = (b + (a ^ (c & (d ^ a))) + x3) & M
+    b = ((b << 19) | (b >> 13)) & M
+    a = (a + (d ^ (b & (c ^ d))) + x4) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (c ^ (a & (b ^ c))) + x5) & M
+    d = ((d << 7) | (d >> 25)) & M
+    c = (c + (b ^ (d & (a ^ b))) + x6) & M
+    c = ((c << 11) | (c >> 21)) & M
+    b = (b + (a ^ (c & (d ^ a))) + x7) & M
+    b = ((b << 19) | (b >> 13)) & M
+    # round 2: G(x, y, z) = (x & y) + ((x ^ y) & z)
+    a = (a + (b & c) + ((b ^ c) & d) + x1 + K2) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (a & b) + ((a ^ b) & c) + x3 + K2) & M
+    d = ((d << 5) | (d >> 27)) & M
+    c = (c + (d & a) + ((d ^ a) & b) + x5 + K2) & M
+    c = ((c << 9) | (c >> 23)) & M
+    b = (b + (c & d) + ((c ^ d) & a) + x7 + K2) & M
+    b = ((b << 13) | (b >> 19)) & M
+    a = (a + (b & c) + ((b ^ c) & d) + x0 + K2) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (a & b) + ((a ^ b) & c) + x2 + K2) & M
+    d = ((d << 5) | (d >> 27)) & M
+    c = (c + (d & a) + ((d ^ a) & b) + x4 + K2) & M
+    c = ((c << 9) | (c >> 23)) & M
+    b = (b + (c & d) + ((c ^ d) & a) + x6 + K2) & M
+    b = ((b << 13) | (b >> 19)) & M
+    # round 3: H(x, y, z) = x ^ y ^ z
+    a = (a + (b ^ c ^ d) + x3 + K3) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (a ^ b ^ c) + x7 + K3) & M
+    d = ((d << 9) | (d >> 23)) & M
+    c = (c + (d ^ a ^ b) + x2 + K3) & M
+    c = ((c << 11) | (c >> 21)) & M
+    b = (b + (c ^ d ^ a) + x6 + K3) & M
+    b = ((b << 15) | (b >> 17)) & M
+    a = (a + (b ^ c ^ d) + x1 + K3) & M
+    a = ((a << 3) | (a >> 29)) & M
+    d = (d + (a ^ b ^ c) + x5 + K3) & M
+    d = ((d << 9) | (d >> 23)) & M
+    c = (c + (d ^ a ^ b) + x0 + K3) & M
+    c = ((c << 11) | (c >> 21)) & M
+    b = (b + (c ^ d ^ a) + x4 + K3) & M
+    b = ((b << 15) | (b >> 17)) & M
     buf[0] = (buf[0] + a) & M
     buf[1] = (buf[1] + b) & M
     buf[2] = (buf[2] + c) & M
     buf[3] = (buf[3] + d) & M
 
 
+_SUMS = tuple((DELTA * (i + 1)) & M for i in range(16))
+
+
 def _tea(buf: list[int], x: list[int]) -> None:
-    s = 0
     b0, b1 = buf[0], buf[1]
     a, b, c, d = x[0], x[1], x[2], x[3]
-    for _ in range(16):
-        s = (s + DELTA) & M
-        b0 = (b0 + ((((b1 << 4) + a) & M) ^ ((b1 + s) & M) ^ (((b1 >> 5) + b) & M))) & M
-        b1 = (b1 + ((((b0 << 4) + c) & M) ^ ((b0 + s) & M) ^ (((b0 >> 5) + d) & M))) & M
+    # the low 32 bits of + and ^ depend only on the operands' low 32 bits: mask once
+    for s in _SUMS:
+        b0 = (b0 + (((b1 << 4) + a) ^ (b1 + s) ^ ((b1 >> 5) + b))) & M
+        b1 = (b1 + (((b0 << 4) + c) ^ (b0 + s) ^ ((b0 >> 5) + d))) & M
     buf[0] = (buf[0] + b0) & M
     buf[1] = (buf[1] + b1) & M
 
