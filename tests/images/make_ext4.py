@@ -277,7 +277,7 @@ def make_ext3(work: Path) -> None:
     mkfs(img, 16, "-t", "ext3", "-b", "2048", src=src, hash_alg="legacy")
     with mounted(img) as mnt:
         big_dir(mnt / "legacy", 1500, lambda i: f"l{i}")
-    _dirty(img, "data=journal")
+    _dirty(img, "data=ordered", sync_first=False)
     ref = work / "ext3-replayed.img"
     shutil.copyfile(img, ref)
     with mounted(ref):
@@ -293,7 +293,7 @@ def make_dirty(work: Path) -> None:
     mkfs(img, 32, "-t", "ext4", "-O", "orphan_file", hash_alg="tea")
     with mounted(img) as mnt:
         (mnt / "keep").write_text("written before the crash\n")
-    _dirty(img, "data=ordered")
+    _dirty(img, "data=ordered", sync_first=False)
     ref = work / "dirty-replayed.img"
     shutil.copyfile(img, ref)
     with mounted(ref):
@@ -301,18 +301,24 @@ def make_dirty(work: Path) -> None:
     finish("dirty", img, work, meta={"logdump": _logdump_summary(img)}, reference=ref)
 
 
-def _dirty(img: Path, data_mode: str) -> None:
+def _dirty(img: Path, data_mode: str, sync_first: bool = True) -> None:
     """Journaled changes that are never checkpointed (shutdown with log flush)."""
     with mounted(img, data_mode) as mnt:
         d = mnt / "doomed"
         d.mkdir()
         for i in range(400):
             (d / f"entry-{i}").write_text(str(i))
-        sh("sync", "-f", mnt)
+        if sync_first:
+            sh("sync", "-f", mnt)
+        else:  # commit without writing anything home
+            fd = os.open(d, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
+        # from here on, changes reach the journal (fsync commits) but not their home
+        # blocks: only a replay shows them
         for p in d.iterdir():
             p.unlink()
         d.rmdir()
-        sh("sync", "-f", mnt)
         # data in blocks the journal still holds as (revoked) directory blocks
         with open(mnt / "reused", "wb") as f:
             f.write(hashlib.sha256(b"reuse").digest() * 4096)
@@ -327,7 +333,6 @@ def _dirty(img: Path, data_mode: str) -> None:
         held.write(b"open but unlinked")
         held.flush()
         os.unlink(mnt / "orphan")
-        sh("sync", "-f", mnt)
         sh("xfs_io", "-x", "-c", "shutdown -f", mnt)
         held.close()
     if "needs_recovery" not in sh("dumpe2fs", "-h", img, check=False):

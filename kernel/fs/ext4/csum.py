@@ -84,10 +84,12 @@ def block_csum(iseed: int, data: Buf) -> int:
 
 
 def dx_csum(iseed: int, block: Buf, count_offset: int, count: int, tail_offset: int) -> int:
-    """An htree node: the header and ``count`` dx_entries, then dt_reserved."""
+    """An htree node: the header and ``count`` dx_entries, then the dx_tail with
+    dt_checksum as zero."""
     mv = memoryview(block)
     c = crc32c_raw(iseed, mv[:count_offset + count * 8])
-    return crc32c_raw(c, mv[tail_offset:tail_offset + 4])
+    c = crc32c_raw(c, mv[tail_offset:tail_offset + 4])
+    return crc32c_raw(c, _ZERO4)
 
 
 def bitmap_csum(seed: int, bitmap: Buf) -> int:
