@@ -57,3 +57,35 @@ def unpack_image(name: str, dest: Path) -> Path:
                 fo.write(block)
         fo.truncate()
     return out
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LoopMount:
+    """Mount an image (a copy: the host may replay a journal) read-only through the
+    host kernel, as the reference for what Linux shows. Needs root."""
+
+    def __init__(self, image: str | os.PathLike[str], where: Path, offset: int = 0,
+                 options: str = "ro") -> None:
+        self.image = os.fspath(image)
+        self.where = where
+        self.offset = offset
+        self.options = options
+
+    def __enter__(self) -> Path:
+        need_root()
+        self.where.mkdir(parents=True, exist_ok=True)
+        opts = f"loop,{self.options}" + (f",offset={self.offset}" if self.offset else "")
+        run("mount", "-o", opts, self.image, self.where)
+        return self.where
+
+    def __exit__(self, *exc: object) -> None:
+        run("umount", self.where, check=False)

@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -111,22 +111,37 @@ def setup_logging(kernel_log: bool, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def fstype_option() -> Callable[..., object]:
+def fstype_option() -> Any:
     return click.option("-t", "--filesystem-type", "--type", "fstype",
                         type=click.Choice(FSTYPES), default=None,
                         help="Filesystem type; detected from the superblock when omitted.")
 
 
-def partition_option() -> Callable[..., object]:
+def partition_option() -> Any:
     return click.option("-P", "--partition", "part", type=click.IntRange(min=0), default=None,
                         help="Partition number (1-4 primary, 5+ logical; 0 = whole disk); "
                              "the only mountable partition is chosen when omitted.")
 
 
-def debug_option() -> Callable[..., object]:
+def debug_option() -> Any:
     return click.option("--debug", is_flag=True, help="Show tracebacks and the kernel's debug log.")
 
 
-def mb_option(default: int = 64) -> Callable[..., object]:
+def mb_option(default: int = 64) -> Any:
     return click.option("--mb", type=click.IntRange(min=4), default=default, show_default=True,
                         help="Memory for the kernel's caches, in MiB (LKL's mb=).")
+
+
+def main_entry(command: click.Command, prog: str) -> NoReturn:
+    """Run a click command; a usage error is one line and exit status 2."""
+    try:
+        command.main(prog_name=prog, standalone_mode=False)
+    except click.UsageError as e:
+        _say(prog, f"{e.format_message()} (see '{prog} --help')")
+        sys.exit(EXIT_USAGE)
+    except click.Abort:
+        _say(prog, "interrupted")
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    sys.exit(EXIT_OK)
