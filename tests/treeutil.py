@@ -170,9 +170,30 @@ def diff_manifests(a: dict[str, Entry], b: dict[str, Entry], limit: int = 20) ->
     return out
 
 
+COMPRESS_ABOVE = 128 * 1024  # larger manifests are stored as <name>.json.zst
+
+
 def save(m: dict[str, Entry], path: str | os.PathLike[str]) -> None:
-    Path(path).write_text(json.dumps(m, indent=0, sort_keys=True) + "\n")
+    """Write a manifest as JSON; a large one zstd-compressed beside the plain name."""
+    import zstandard
+
+    text = (json.dumps(m, indent=0, sort_keys=True) + "\n").encode()
+    path = Path(path)
+    packed = path.with_name(path.name + ".zst")
+    if len(text) > COMPRESS_ABOVE:
+        packed.write_bytes(zstandard.ZstdCompressor(level=19).compress(text))
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(text)
+        packed.unlink(missing_ok=True)
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Entry]:
-    return json.loads(Path(path).read_text())
+    """Read a manifest written by ``save`` (plain or compressed)."""
+    import zstandard
+
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    packed = path.with_name(path.name + ".zst")
+    return json.loads(zstandard.ZstdDecompressor().decompress(packed.read_bytes()))
