@@ -1,0 +1,121 @@
+"""The kernel façade: boot, attach, detect, mount, refuse writes on read-only disks, halt."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+from helpers import IMAGES, need_tool, run, sha256_file, unpack_image
+
+import kernel
+from kernel import Kernel
+
+DETECT = [("ext4-basic.img", "ext4"), ("ext4-ext2.img", "ext2"), ("ext4-ext3.img", "ext3"),
+          ("xfs-v5.img", "xfs"), ("btrfs-basic.img", "btrfs")]
+
+
+def test_boot_has_a_ramfs_root_with_dev_and_mnt() -> None:
+    with Kernel(mb=8) as k:
+        names = sorted(d.d_name for d in k.sys.getdents64(k.sys.open("/", kernel.O_DIRECTORY)))
+        assert names == [b".", b"..", b"dev", b"mnt"]
+        assert k.sys.statfs("/").f_type == 0x858458F6  # RAMFS_MAGIC
+    assert k.halted
+
+
+@pytest.mark.parametrize("name,fstype", [d for d in DETECT if (IMAGES / (d[0] + ".zst")).exists()])
+def test_type_is_detected_from_the_superblock(tmp_path: Path, name: str, fstype: str) -> None:
+    image = unpack_image(name, tmp_path)
+    with Kernel(mb=16) as k:
+        disk = k.disk_add(image, readonly=True)
+        root = k.mount_dev(disk)
+        assert root == "/mnt/vda"
+        driver = k.fstype_of(root)
+        assert driver == fstype or (fstype in ("ext2", "ext3") and driver in ("ext2", "ext3", "ext4"))
+        assert k.sys.stat(root).st_mode & 0o170000 == 0o040000
+
+
+def test_read_only_disk_gives_erofs_at_the_syscall_and_never_changes(tmp_path: Path) -> None:
+    image = unpack_image("ext4-basic.img", tmp_path)
+    before = sha256_file(image)
+    with Kernel(mb=16) as k:
+        disk = k.disk_add(image, readonly=True)
+        root = k.mount_dev(disk)
+        for call in (lambda: k.sys.open(root + "/new", kernel.O_CREAT | kernel.O_WRONLY, 0o644),
+                     lambda: k.sys.open(root + "/small.txt", kernel.O_WRONLY),
+                     lambda: k.sys.mkdir(root + "/d", 0o755),
+                     lambda: k.sys.unlink(root + "/small.txt"),
+                     lambda: k.sys.setxattr(root + "/small.txt", "user.x", b"1"),
+                     lambda: k.sys.chmod(root + "/small.txt", 0o600),
+                     lambda: k.sys.utimensat(kernel.AT_FDCWD, root + "/small.txt", None)):
+            with pytest.raises(OSError) as e:
+                call()
+            assert e.value.errno == errno.EROFS
+        # mounting the read-only device read-write is refused as Linux does
+        k.sys.mkdir("/mnt/again", 0o755)
+        with pytest.raises(OSError) as e:
+            k.sys.mount("/dev/vda", "/mnt/again", "ext4", 0, None)
+        assert e.value.errno in (errno.EACCES, errno.EBUSY, errno.EROFS)
+        k.sys.sync()
+    assert sha256_file(image) == before
+
+
+def test_unknown_filesystem_and_bad_type(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(b"\x11" * (4 << 20))
+    with Kernel(mb=8) as k:
+        disk = k.disk_add(junk, readonly=True)
+        with pytest.raises(OSError) as e:
+            k.mount_dev(disk)
+        assert e.value.errno == errno.EINVAL and "junk.img" in str(e.value)
+        with pytest.raises(OSError) as e:
+            k.mount_dev(disk, fstype="ntfs")
+        assert e.value.errno == errno.ENODEV
+
+
+def test_partition_choice(tmp_path: Path) -> None:
+    need_tool("sfdisk", "mkfs.ext4")
+    disk_img = tmp_path / "d.img"
+    with open(disk_img, "wb") as f:
+        f.truncate(64 << 20)
+    run("sfdisk", "-q", disk_img, input="label: dos\nstart=2048, size=40960\nstart=43008, size=40960\n")
+    run("mkfs.ext4", "-q", "-F", "-E", f"offset={43008 * 512}", disk_img, "20M")
+    with Kernel(mb=16) as k:
+        disk = k.disk_add(disk_img, readonly=True)
+        # only partition 2 holds a filesystem: it is chosen
+        assert k.mount_dev(disk) == "/mnt/vda2"
+        with pytest.raises(OSError) as e:
+            k.mount_dev(disk, part=1)
+        assert e.value.errno == errno.EINVAL
+        with pytest.raises(OSError) as e:
+            k.mount_dev(disk, part=9)
+        assert e.value.errno == errno.ENXIO and "partition 1" in str(e.value)
+    run("mkfs.ext4", "-q", "-F", "-E", f"offset={2048 * 512}", disk_img, "20M")
+    with Kernel(mb=16) as k:
+        disk = k.disk_add(disk_img, readonly=True)
+        with pytest.raises(OSError) as e:
+            k.mount_dev(disk)
+        assert "several partitions" in str(e.value)
+        assert k.mount_dev(disk, part=1) == "/mnt/vda1"
+        assert k.mount_dev(disk, part=2) == "/mnt/vda2"
+
+
+def test_umount_busy_and_halt_releases_everything(tmp_path: Path) -> None:
+    image = unpack_image("ext4-ext3.img", tmp_path)
+    k = Kernel(mb=16)
+    disk = k.disk_add(image, readonly=True)
+    root = k.mount_dev(disk)
+    fd = k.sys.open(root, kernel.O_RDONLY | kernel.O_DIRECTORY)
+    with pytest.raises(OSError) as e:
+        k.umount(root)
+    assert e.value.errno == errno.EBUSY
+    k.sys.close(fd)
+    k.umount(root)
+    with pytest.raises(OSError) as e:
+        k.umount(root)  # now just a directory of the root filesystem
+    assert e.value.errno == errno.EINVAL
+    root = k.mount_dev(disk)
+    k.sys.open(root, kernel.O_RDONLY)  # left open on purpose: halt closes it
+    k.halt()
+    assert k.halted
+    assert disk.device.backend.fd == -1
