@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,38 @@ class QueueLimits:
     flush: bool = False
 
 
+RA_WINDOW = 128 * 1024  # readahead window for small reads
+RA_WINDOWS = 64  # windows kept per disk (8 MiB)
+
+
+class ReadCache:
+    """Recently read 128 KiB windows of a disk, for small reads (readahead).
+
+    A small file costs one virtio request of the same price whether it
+    moves 4 KiB or 128 KiB, and files written together sit together on
+    disk; so a small read fetches its whole window and the neighbours'
+    reads are served from memory. Writes to the disk drop the windows they
+    touch, so the cache is never stale.
+    """
+
+    def __init__(self, limit: int = RA_WINDOWS) -> None:
+        self.windows: OrderedDict[int, bytes] = OrderedDict()
+        self.limit = limit
+        self.hits = 0
+        self.misses = 0
+
+    def invalidate(self, offset: int, length: int) -> None:
+        if not self.windows or length <= 0:
+            return
+        first, last = offset // RA_WINDOW, (offset + length - 1) // RA_WINDOW
+        if last - first > len(self.windows):
+            for idx in [i for i in self.windows if first <= i <= last]:
+                del self.windows[idx]
+        else:
+            for idx in range(first, last + 1):
+                self.windows.pop(idx, None)
+
+
 class GenDisk:
     """A disk registered by a block driver."""
 
@@ -73,6 +106,13 @@ class GenDisk:
     capacity: int  # in 512-byte sectors
     ro: bool
     limits: QueueLimits
+    _ra: ReadCache | None = None
+
+    @property
+    def ra(self) -> ReadCache:
+        if self._ra is None:
+            self._ra = ReadCache()
+        return self._ra
 
     def submit(self, bios: Sequence[Bio]) -> None:  # pragma: no cover - abstract
         """Perform every bio; raise EIO (naming the sector) if any fails."""
@@ -156,8 +196,57 @@ class BlockDevice:
             self.readv(offset, [buf])
         return buf
 
+    def read_small(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` from ``offset`` through the disk's readahead windows.
+
+        For small reads of file data: one request brings a whole window.
+        """
+        n = len(buf)
+        self._check(offset, n, False)
+        ra = self.disk.ra
+        windows = ra.windows
+        base = self._base
+        disk_size = self.disk.capacity * SECTOR_SIZE
+        pos = base + offset
+        end = pos + n
+        out = 0
+        while pos < end:
+            idx = pos // RA_WINDOW
+            data = windows.get(idx)
+            if data is None:
+                ra.misses += 1
+                start = idx * RA_WINDOW
+                data = bytes(self._read_disk(start, min(RA_WINDOW, disk_size - start)))
+                windows[idx] = data
+                if len(windows) > ra.limit:
+                    windows.popitem(last=False)
+            else:
+                ra.hits += 1
+                windows.move_to_end(idx)
+            s = pos - idx * RA_WINDOW
+            take = min(end - pos, len(data) - s)
+            buf[out:out + take] = data[s:s + take]
+            out += take
+            pos += take
+
+    def _read_disk(self, disk_offset: int, length: int) -> bytearray:
+        """Read at an offset from the start of the disk (not of this partition)."""
+        buf = bytearray(length)
+        self.disk.submit(self._bios_abs(REQ_OP_READ, disk_offset, [buf]))
+        return buf
+
+    def _bios_abs(self, op: int, disk_offset: int, bufs: Sequence[Buf]) -> list[Bio]:
+        saved = self._base
+        self._base = 0
+        try:
+            return self._bios(op, disk_offset, bufs)
+        finally:
+            self._base = saved
+
     def writev(self, offset: int, bufs: Sequence[Buf]) -> None:
-        self._check(offset, sum(len(b) for b in bufs), True)
+        length = sum(len(b) for b in bufs)
+        self._check(offset, length, True)
+        self.disk.ra.invalidate(self._base + offset, length)
         self.disk.submit(self._bios(REQ_OP_WRITE, offset, bufs))
 
     def write(self, offset: int, data: Buf | bytes) -> None:
@@ -198,6 +287,7 @@ class BlockDevice:
 
     def _ranged(self, op: int, offset: int, length: int, max_sectors: int, unmap: bool) -> None:
         self._check(offset, length, True)
+        self.disk.ra.invalidate(self._base + offset, length)
         if not max_sectors or not length:
             return
         sector = (self._base + offset) >> SECTOR_SHIFT

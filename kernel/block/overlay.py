@@ -51,6 +51,11 @@ class OverlayDevice(BlockDevice):
                 self._fill(pos, b if isinstance(b, memoryview) else memoryview(b))
                 pos += len(b)
 
+    def read_small(self, offset: int, buf: memoryview) -> None:
+        self.base.read_small(offset, buf)
+        if self.blocks:
+            self._fill(offset, buf)
+
     def submit_many(self, reads: Sequence[tuple[int, Sequence[Buf]]]) -> None:
         self.base.submit_many(reads)
         if self.blocks:

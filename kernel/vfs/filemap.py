@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from .inode import Inode
 
 
+SMALL_READ = 32 * 1024  # runs up to this size go through the disk's readahead windows
+
+
 def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> bytes:
     """Up to ``size`` bytes of ``inode`` from ``offset`` (short at end of file)."""
     size = min(size, inode.size - offset)
@@ -39,7 +42,14 @@ def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> byte
             runs.append([dev, lo, hi])
     if runs:
         view = memoryview(buf)
-        bdev.submit_many([(dev, [view[lo:hi]]) for dev, lo, hi in runs])
+        big = []
+        for dev, lo, hi in runs:
+            if hi - lo <= SMALL_READ:
+                bdev.read_small(dev, view[lo:hi])  # served by readahead windows
+            else:
+                big.append((dev, [view[lo:hi]]))
+        if big:
+            bdev.submit_many(big)
     start = offset - first * bs
     if start == 0 and size == len(buf):
         return bytes(buf)
