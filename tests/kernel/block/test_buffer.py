@@ -145,3 +145,24 @@ def test_large_reads_bypass_the_cache_in_few_requests(tmp_path) -> None:
         mv = memoryview(buf)
         for i in (0, 1, 2047, 4095):
             assert mv[i * BS:(i + 1) * BS] == _block(i)
+
+
+def test_small_reads_share_a_readahead_window_and_writes_invalidate_it(tmp_path) -> None:
+    path = _image(tmp_path / "ra.img", 256)
+    with Kernel(mb=1) as k:
+        d = k.disk_add(path)
+        bdev = d.bdev
+        before = d.device.requests
+        for i in range(32):  # 32 neighbouring 4 KiB reads: one 128 KiB window
+            buf = bytearray(BS)
+            bdev.read_small(i * BS, memoryview(buf))
+            assert bytes(buf) == _block(i)
+        assert d.device.requests - before == 1
+        bdev.write(5 * BS, b"N" * BS)
+        buf = bytearray(BS)
+        bdev.read_small(5 * BS, memoryview(buf))
+        assert bytes(buf) == b"N" * BS  # never a stale window
+        # a read spanning two windows
+        buf = bytearray(2 * BS)
+        bdev.read_small(31 * BS, memoryview(buf))
+        assert bytes(buf) == _block(31) + _block(32)
