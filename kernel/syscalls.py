@@ -925,26 +925,33 @@ class Syscalls:
 
     @_syscall
     def setresuid(self, ruid: int, euid: int, suid: int = -1) -> None:
+        """setresuid(2): without CAP_SETUID each id must be one of the current three."""
         c = self._task.cred
-        if c.euid != 0 and any(x not in (-1, c.uid, c.euid) for x in (ruid, euid)):
+        allowed = (c.uid, c.euid, c.suid)
+        if c.euid != 0 and any(x != -1 and x not in allowed for x in (ruid, euid, suid)):
             raise kerr(errno.EPERM)
         n = c.copy()
         if ruid != -1:
             n.uid = ruid
         if euid != -1:
             n.euid = n.fsuid = euid
+        if suid != -1:
+            n.suid = suid
         self._task.cred = n
 
     @_syscall
     def setresgid(self, rgid: int, egid: int, sgid: int = -1) -> None:
         c = self._task.cred
-        if c.euid != 0 and any(x not in (-1, c.gid, c.egid) for x in (rgid, egid)):
+        allowed = (c.gid, c.egid, c.sgid)
+        if c.euid != 0 and any(x != -1 and x not in allowed for x in (rgid, egid, sgid)):
             raise kerr(errno.EPERM)
         n = c.copy()
         if rgid != -1:
             n.gid = rgid
         if egid != -1:
             n.egid = n.fsgid = egid
+        if sgid != -1:
+            n.sgid = sgid
         self._task.cred = n
 
     @_syscall

@@ -63,6 +63,8 @@ class Cred:
     fsuid: int = 0
     fsgid: int = 0
     groups: frozenset[int] = field(default_factory=frozenset)
+    suid: int = 0
+    sgid: int = 0
 
     def capable(self, cap: int) -> bool:
         if self.euid != 0:
@@ -75,7 +77,8 @@ class Cred:
         return gid == self.fsgid or gid in self.groups
 
     def copy(self) -> Cred:
-        return Cred(self.uid, self.gid, self.euid, self.egid, self.fsuid, self.fsgid, self.groups)
+        return Cred(self.uid, self.gid, self.euid, self.egid, self.fsuid, self.fsgid, self.groups,
+                    self.suid, self.sgid)
 
 
 # -- POSIX ACLs ------------------------------------------------------------------------------
