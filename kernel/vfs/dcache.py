@@ -9,10 +9,48 @@ as Linux's ``struct path``; crossing a mount point swaps the pair.
 from __future__ import annotations
 
 import itertools
+import weakref
+from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .inode import Inode, SuperBlock
+
+
+# The dentry cache is bounded: past DCACHE_LIMIT dentries the least recently
+# created unused leaves are forgotten (Linux's dentry LRU and shrinker). A
+# dentry is in use while it has cached children, a mount on it, or its inode
+# is held (open files, cwd, root); those stay.
+DCACHE_LIMIT = 200_000
+_lru: deque[weakref.ref[Dentry]] = deque()
+
+
+def _account(d: Dentry) -> None:
+    _lru.append(weakref.ref(d))
+    if len(_lru) > DCACHE_LIMIT:
+        shrink(len(_lru) - DCACHE_LIMIT * 3 // 4)
+
+
+def shrink(count: int) -> int:
+    """Forget up to ``count`` unused dentries, oldest first; return how many went."""
+    dropped = 0
+    for _ in range(len(_lru)):
+        if dropped >= count:
+            break
+        ref = _lru.popleft()
+        d = ref()
+        if d is None:
+            dropped += 1
+            continue
+        inode = d.inode
+        if d.children or d.mounted or d.parent is d or (inode is not None and inode.i_count):
+            _lru.append(ref)
+            continue
+        ch = d.parent.children
+        if ch is not None and ch.get(d.name) is d:
+            del ch[d.name]
+        dropped += 1
+    return dropped
 
 
 class Dentry:
@@ -41,6 +79,7 @@ class Dentry:
         if self.children is None:
             self.children = {}
         self.children[name] = d
+        _account(d)
         return d
 
     def lookup(self, name: bytes) -> Dentry:
@@ -70,30 +109,6 @@ class Dentry:
         if new_parent.children is None:
             new_parent.children = {}
         new_parent.children[new_name] = self
-
-    def prune(self) -> int:
-        """Forget cached children that hold no mount; return how many went."""
-        ch = self.children
-        if not ch:
-            return 0
-        n = 0
-        for name, d in list(ch.items()):
-            if d.mounted or (d.children and d._holds_mounts()):
-                n += d.prune()
-                continue
-            del ch[name]
-            n += 1
-        return n
-
-    def _holds_mounts(self) -> bool:
-        stack = [self]
-        while stack:
-            d = stack.pop()
-            if d.mounted:
-                return True
-            if d.children:
-                stack.extend(d.children.values())
-        return False
 
 
 _mount_ids = itertools.count(1)
