@@ -1,0 +1,153 @@
+"""System call details the random comparison with the host does not reach."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from helpers import unpack_image
+
+import kernel
+from kernel import Kernel
+
+
+@pytest.fixture
+def k():
+    with Kernel(mb=8) as kern:
+        yield kern
+
+
+def test_symlink_chains_loop_after_40(k) -> None:
+    s = k.sys
+    s.mkdir("/t", 0o755)
+    s.close(s.open("/t/target", os.O_CREAT | os.O_WRONLY, 0o644))
+    s.symlink("target", "/t/l0")
+    for i in range(1, 41):
+        s.symlink(f"l{i - 1}", f"/t/l{i}")
+    assert s.stat("/t/l39").st_mode & 0o170000 == 0o100000  # 40 links: still fine
+    with pytest.raises(OSError) as e:
+        s.stat("/t/l40")  # 41 links
+    assert e.value.errno == errno.ELOOP
+    s.symlink("self", "/t/self")
+    with pytest.raises(OSError) as e:
+        s.open("/t/self/x", os.O_RDONLY)
+    assert e.value.errno == errno.ELOOP
+    with pytest.raises(OSError) as e:
+        s.open("/t/l0", os.O_RDONLY | os.O_NOFOLLOW)
+    assert e.value.errno == errno.ELOOP
+
+
+def test_dotdot_crosses_mount_points_and_stops_at_root(k, tmp_path: Path) -> None:
+    image = unpack_image("ext4-ext3.img", tmp_path)
+    disk = k.disk_add(image, readonly=True)
+    root = k.mount_dev(disk)
+    s = k.sys
+    top = s.stat("/")
+    assert s.stat(root + "/..").st_ino == s.stat("/mnt").st_ino
+    assert s.stat(root + "/../..").st_ino == top.st_ino
+    assert s.stat("/../../..").st_ino == top.st_ino
+    inner = s.stat(root)
+    assert inner.st_dev != top.st_dev and inner.st_ino == 2  # the ext root inode
+    s.chdir(root)
+    assert s.getcwd() == root.encode()
+    assert s.stat("..").st_ino == s.stat("/mnt").st_ino
+    # chroot into the mounted filesystem: '..' stops at the new root
+    s.chroot(".")
+    assert s.stat("/..").st_ino == inner.st_ino
+    assert s.getcwd() == b"/"
+
+
+def test_o_path_and_at_empty_path(k) -> None:
+    s = k.sys
+    s.mkdir("/d", 0o755)
+    fd = s.open("/d/f", os.O_CREAT | os.O_WRONLY, 0o600)
+    s.write(fd, b"12345")
+    s.close(fd)
+    s.symlink("f", "/d/l")
+    p = s.open("/d/l", kernel.O_PATH | kernel.O_NOFOLLOW)
+    st = s.fstatat(p, "", kernel.AT_EMPTY_PATH)
+    assert st.st_mode & 0o170000 == 0o120000  # the link itself
+    for call in (lambda: s.read(p, 1), lambda: s.write(p, b"x"), lambda: s.getdents64(p)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EBADF
+    pf = s.open("/d/f", kernel.O_PATH)
+    s.fchownat(pf, "", 7, 8, kernel.AT_EMPTY_PATH)
+    s.utimensat(pf, "", ((1, 2), (3, 4)), kernel.AT_EMPTY_PATH)
+    s.setxattrat(pf, "", kernel.AT_EMPTY_PATH, "user.k", b"v")
+    st = s.stat("/d/f")
+    assert (st.st_uid, st.st_gid, st.st_atime_ns, st.st_mtime_ns) == (7, 8, 1_000_000_002, 3_000_000_004)
+    assert s.getxattrat(pf, "", kernel.AT_EMPTY_PATH, "user.k") == b"v"
+    s.linkat(pf, "", kernel.AT_FDCWD, "/d/hard", kernel.AT_EMPTY_PATH)
+    assert s.stat("/d/hard").st_ino == st.st_ino and s.stat("/d/f").st_nlink == 2
+    with pytest.raises(OSError) as e:
+        s.fstatat(pf, "", 0)  # an empty path needs AT_EMPTY_PATH
+    assert e.value.errno == errno.ENOENT
+    dirfd = s.open("/d", kernel.O_PATH | kernel.O_DIRECTORY)
+    assert s.fstatat(dirfd, "f", 0).st_size == 5  # O_PATH directories anchor *at calls
+
+
+def test_getdents_cookies_resume_after_changes(k) -> None:
+    s = k.sys
+    s.mkdir("/big", 0o755)
+    names = [f"n{i:03}".encode() for i in range(300)]
+    for n in names:
+        s.close(s.open(b"/big/" + n, os.O_CREAT | os.O_WRONLY, 0o644))
+    fd = s.open("/big", os.O_RDONLY | os.O_DIRECTORY)
+    first = s.getdents64(fd, 2048)  # a small buffer: several calls
+    assert 0 < len(first) < 302
+    cookie = first[-1].d_off
+    s.unlink("/big/" + os.fsdecode(names[-1]))  # a change elsewhere in the directory
+    rest = []
+    while batch := s.getdents64(fd, 2048):
+        rest.extend(batch)
+    seen = [d.d_name for d in first + rest]
+    assert sorted(seen) == sorted([b".", b".."] + names[:-1])
+    assert len(seen) == len(set(seen))
+    # lseek to a cookie resumes right after that entry
+    s.lseek(fd, cookie, os.SEEK_SET)
+    again = s.getdents64(fd, 1 << 16)
+    assert [d.d_name for d in again] == [d.d_name for d in rest]
+    s.lseek(fd, 0, os.SEEK_SET)
+    with pytest.raises(OSError) as e:
+        s.getdents64(fd, 10)  # not even one entry fits
+    assert e.value.errno == errno.EINVAL
+
+
+def test_statx_times_and_birth(k) -> None:
+    s = k.sys
+    fd = s.open("/f", os.O_CREAT | os.O_WRONLY, 0o644)
+    s.close(fd)
+    s.utimensat(kernel.AT_FDCWD, "/f", ((10, 123456789), (20, 987654321)))
+    st = s.statx(kernel.AT_FDCWD, "/f", 0, kernel.STATX_ALL)
+    assert st.st_atime_ns == 10_123_456_789 and st.st_mtime_ns == 20_987_654_321
+    assert st.stx_mask & kernel.STATX_BTIME and st.st_birthtime_ns is not None
+    assert st.stx_mask & kernel.STATX_MNT_ID
+
+
+def test_umask_and_fd_numbers(k) -> None:
+    s = k.sys
+    assert s.umask(0o077) == 0o022
+    fd1 = s.open("/a", os.O_CREAT | os.O_WRONLY, 0o666)
+    assert s.fstat(fd1).st_mode & 0o777 == 0o600
+    fd2 = s.open("/", os.O_RDONLY)
+    s.close(fd1)
+    fd3 = s.open("/", os.O_RDONLY)
+    assert fd3 == fd1 and fd2 != fd1  # the lowest free descriptor
+    with pytest.raises(OSError) as e:
+        s.close(999)
+    assert e.value.errno == errno.EBADF
+
+
+def test_open_unlinked_file_lives_until_close(k) -> None:
+    s = k.sys
+    fd = s.open("/tmpf", os.O_CREAT | os.O_RDWR, 0o644)
+    s.write(fd, b"still here")
+    s.unlink("/tmpf")
+    with pytest.raises(FileNotFoundError):
+        s.stat("/tmpf")
+    assert s.pread64(fd, 100, 0) == b"still here"
+    assert s.fstat(fd).st_nlink == 0
+    s.close(fd)
