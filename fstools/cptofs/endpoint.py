@@ -1,0 +1,441 @@
+"""The two ends of a copy behind one interface: the host (``os``) and the image (``kernel.sys``).
+
+The copy engine (``copy.py``) speaks only to ``Endpoint``; it never asks which
+side is which. Both ends name files the same way: an open directory
+descriptor of that end plus one path component, or ``b""`` for the directory
+descriptor itself (Linux's AT_EMPTY_PATH). Every call that takes a component
+works on that component alone and never follows a symlink in it:
+
+* directories are opened with O_DIRECTORY|O_NOFOLLOW relative to their parent;
+* files are created with O_CREAT|O_EXCL|O_NOFOLLOW, so an existing name (a
+  symlink planted by anyone) is never opened or written through;
+* stat, chown, chmod, utimens and the xattr calls use AT_SYMLINK_NOFOLLOW (on
+  the host, xattrs go through ``/proc/self/fd/DIRFD/NAME`` with
+  ``follow_symlinks=False``: the directory is the one we hold open, the last
+  component is not followed).
+
+Only the user's own paths (the sources and DST on the command line) are
+resolved with symlinks followed, by ``open_dir`` and ``stat_path``.
+
+Errors are ``OSError`` with the errno of the end that failed; the engine adds
+the full path to its messages.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from kernel import (
+    AT_EMPTY_PATH,
+    AT_REMOVEDIR,
+    AT_SYMLINK_NOFOLLOW,
+    O_CREAT,
+    O_DIRECTORY,
+    O_EXCL,
+    O_NOFOLLOW,
+    O_RDONLY,
+    O_WRONLY,
+    SEEK_DATA,
+    SEEK_HOLE,
+    Syscalls,
+)
+
+# XFS lists its on-disk ACLs a second time under these names; they are the
+# system.posix_acl_* values already copied (restoring those recreates them).
+XFS_ACL_NAMES = (b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT")
+
+
+class StatLike(Protocol):
+    """What both ``os.stat_result`` and ``kernel.Stat`` provide."""
+
+    @property
+    def st_mode(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_nlink(self) -> int: ...
+    @property
+    def st_uid(self) -> int: ...
+    @property
+    def st_gid(self) -> int: ...
+    @property
+    def st_size(self) -> int: ...
+    @property
+    def st_rdev(self) -> int: ...
+    @property
+    def st_atime_ns(self) -> int: ...
+    @property
+    def st_mtime_ns(self) -> int: ...
+
+
+class Endpoint(Protocol):
+    """One side of a copy. ``dfd``/``fd`` are descriptors of this side.
+
+    Calls taking ``(dfd, name)`` act on ``name`` inside directory ``dfd``
+    without following a symlink there; ``name == b""`` means ``dfd`` itself.
+    """
+
+    label: str          # "host" or "image", for messages
+    privileged: bool    # may create device nodes and set any owner
+
+    # -- the user's paths (symlinks followed) --------------------------------------------------
+    def open_dir(self, path: bytes) -> int: ...
+    def stat_path(self, path: bytes) -> StatLike | None: ...
+
+    # -- walking ---------------------------------------------------------------------------------
+    def opendir_at(self, dfd: int, name: bytes) -> int: ...
+    def lstat_at(self, dfd: int, name: bytes) -> StatLike: ...
+    def listdir(self, dfd: int) -> list[bytes]: ...
+    def close(self, fd: int) -> None: ...
+
+    # -- reading -------------------------------------------------------------------------------
+    def open_read(self, dfd: int, name: bytes) -> int: ...
+    def pread(self, fd: int, count: int, offset: int) -> bytes: ...
+    def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]: ...
+    def readlink_at(self, dfd: int, name: bytes) -> bytes: ...
+    def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]: ...
+
+    # -- writing -------------------------------------------------------------------------------
+    def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None: ...
+    def create_at(self, dfd: int, name: bytes) -> int: ...
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int: ...
+    def ftruncate(self, fd: int, size: int) -> None: ...
+    def symlink_at(self, target: bytes, dfd: int, name: bytes) -> None: ...
+    def mknod_at(self, dfd: int, name: bytes, mode: int, rdev: int) -> None: ...
+    def link_at(self, odfd: int, oname: bytes, dfd: int, name: bytes) -> None: ...
+    def unlink_at(self, dfd: int, name: bytes, is_dir: bool) -> None: ...
+    def chown_at(self, dfd: int, name: bytes, uid: int, gid: int) -> None: ...
+    def chmod_at(self, dfd: int, name: bytes, mode: int) -> None: ...
+    def listxattr_at(self, dfd: int, name: bytes) -> list[bytes]: ...
+    def setxattr_at(self, dfd: int, name: bytes, xname: bytes, value: bytes) -> None: ...
+    def removexattr_at(self, dfd: int, name: bytes, xname: bytes) -> None: ...
+    def utimens_at(self, dfd: int, name: bytes, atime_ns: int, mtime_ns: int) -> None: ...
+    def finish(self) -> None: ...
+
+
+def _regions(lseek: Callable[[int, int, int], int], fd: int,
+             size: int) -> Iterator[tuple[int, int]]:
+    """Data regions [start, end) from SEEK_DATA/SEEK_HOLE; the whole file if unsupported."""
+    pos = 0
+    while pos < size:
+        try:
+            start = lseek(fd, pos, SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole up to the end
+                return
+            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP) and pos == 0:
+                yield 0, size
+                return
+            raise
+        if start >= size:
+            return
+        try:
+            end = lseek(fd, start, SEEK_HOLE)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+            end = size
+        end = min(end, size)
+        if end <= start:
+            return
+        yield start, end
+        pos = end
+
+
+def _ns_to_ts(ns: int) -> tuple[int, int]:
+    sec, nsec = divmod(ns, 1_000_000_000)
+    return sec, nsec
+
+
+# ---------------------------------------------------------------------------------- host
+class HostEndpoint:
+    """The host's filesystem through ``os``, relative to directory descriptors."""
+
+    label = "host"
+
+    def __init__(self) -> None:
+        self.privileged = os.geteuid() == 0
+        self._noatime = True
+
+    @staticmethod
+    def _proc(dfd: int, name: bytes) -> bytes | int:
+        # /proc/self/fd/N is the directory we hold; the last component is not followed
+        return dfd if not name else b"/proc/self/fd/%d/%s" % (dfd, name)
+
+    def open_dir(self, path: bytes) -> int:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def stat_path(self, path: bytes) -> os.stat_result | None:
+        try:
+            return os.stat(path)
+        except FileNotFoundError:
+            return None
+
+    def opendir_at(self, dfd: int, name: bytes) -> int:
+        return os.open(name or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=dfd)
+
+    def lstat_at(self, dfd: int, name: bytes) -> os.stat_result:
+        if not name:
+            return os.fstat(dfd)
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+
+    def listdir(self, dfd: int) -> list[bytes]:
+        return sorted(os.fsencode(n) for n in os.listdir(dfd))
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def open_read(self, dfd: int, name: bytes) -> int:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        if self._noatime:
+            try:
+                # leave the source's atime alone where we may (owner or root)
+                return os.open(name, flags | os.O_NOATIME, dir_fd=dfd)
+            except PermissionError:
+                pass
+        return os.open(name, flags, dir_fd=dfd)
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        return os.pread(fd, count, offset)
+
+    def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
+        return _regions(os.lseek, fd, size)
+
+    def readlink_at(self, dfd: int, name: bytes) -> bytes:
+        return os.readlink(name, dir_fd=dfd)
+
+    def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
+        where = self._proc(dfd, name)
+        out = []
+        try:
+            names = os.listxattr(where, follow_symlinks=not name)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+                return []
+            raise
+        for xname in sorted(os.fsencode(n) for n in names):
+            if xname in XFS_ACL_NAMES:
+                continue
+            try:
+                out.append((xname, os.getxattr(where, xname, follow_symlinks=not name)))
+            except OSError as e:
+                if e.errno != errno.ENODATA:  # removed meanwhile
+                    raise
+        return out
+
+    def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
+        os.mkdir(name, mode, dir_fd=dfd)
+
+    def create_at(self, dfd: int, name: bytes) -> int:
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       0o600, dir_fd=dfd)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(fd, data, offset)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def symlink_at(self, target: bytes, dfd: int, name: bytes) -> None:
+        os.symlink(target, name, dir_fd=dfd)
+
+    def mknod_at(self, dfd: int, name: bytes, mode: int, rdev: int) -> None:
+        os.mknod(name, mode, rdev, dir_fd=dfd)
+
+    def link_at(self, odfd: int, oname: bytes, dfd: int, name: bytes) -> None:
+        os.link(oname, name, src_dir_fd=odfd, dst_dir_fd=dfd, follow_symlinks=False)
+
+    def unlink_at(self, dfd: int, name: bytes, is_dir: bool) -> None:
+        if is_dir:
+            os.rmdir(name, dir_fd=dfd)
+        else:
+            os.unlink(name, dir_fd=dfd)
+
+    def chown_at(self, dfd: int, name: bytes, uid: int, gid: int) -> None:
+        if not name:
+            os.fchown(dfd, uid, gid)
+        else:
+            os.chown(name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+
+    def chmod_at(self, dfd: int, name: bytes, mode: int) -> None:
+        if not name:
+            os.fchmod(dfd, mode)
+        else:
+            # glibc's fchmodat(AT_SYMLINK_NOFOLLOW) works on anything but a symlink,
+            # which the engine never chmods
+            os.chmod(name, mode, dir_fd=dfd, follow_symlinks=False)
+
+    def listxattr_at(self, dfd: int, name: bytes) -> list[bytes]:
+        try:
+            return [os.fsencode(n) for n in os.listxattr(self._proc(dfd, name),
+                                                         follow_symlinks=not name)]
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+                return []
+            raise
+
+    def setxattr_at(self, dfd: int, name: bytes, xname: bytes, value: bytes) -> None:
+        os.setxattr(self._proc(dfd, name), xname, value, 0, follow_symlinks=not name)
+
+    def removexattr_at(self, dfd: int, name: bytes, xname: bytes) -> None:
+        os.removexattr(self._proc(dfd, name), xname, follow_symlinks=not name)
+
+    def utimens_at(self, dfd: int, name: bytes, atime_ns: int, mtime_ns: int) -> None:
+        if not name:
+            os.utime(dfd, ns=(atime_ns, mtime_ns))
+        else:
+            os.utime(name, ns=(atime_ns, mtime_ns), dir_fd=dfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------------- image
+class ImageEndpoint:
+    """A mounted image through ``kernel.sys``, the task chrooted into the mount.
+
+    The chroot makes the image's own absolute names and ``..`` stay inside
+    the image, as they would for the system the image belongs to; ``finish``
+    leaves it again so the kernel can unmount.
+    """
+
+    label = "image"
+    privileged = True  # the kernel's initial task is root
+
+    def __init__(self, sys: Syscalls, mount_root: str) -> None:
+        self.sys = sys
+        self._outside = sys.open("/", O_RDONLY | O_DIRECTORY)
+        sys.chroot(mount_root)
+        sys.chdir("/")
+        sys.umask(0)
+
+    def finish(self) -> None:
+        """Leave the chroot (the kernel's root must be its own again to halt)."""
+        if self._outside < 0:
+            return
+        sys = self.sys
+        sys.fchdir(self._outside)
+        sys.chroot(".")
+        sys.chdir("/")
+        sys.close(self._outside)
+        self._outside = -1
+
+    def open_dir(self, path: bytes) -> int:
+        return self.sys.open(path, O_RDONLY | O_DIRECTORY)
+
+    def stat_path(self, path: bytes) -> StatLike | None:
+        try:
+            return self.sys.stat(path)
+        except FileNotFoundError:
+            return None
+
+    def opendir_at(self, dfd: int, name: bytes) -> int:
+        return self.sys.openat(dfd, name or b".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+
+    def lstat_at(self, dfd: int, name: bytes) -> StatLike:
+        if not name:
+            return self.sys.fstat(dfd)
+        return self.sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
+
+    def listdir(self, dfd: int) -> list[bytes]:
+        names: list[bytes] = []
+        sys = self.sys
+        while True:
+            batch = sys.getdents64(dfd, 1 << 16)
+            if not batch:
+                break
+            names.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))
+        names.sort()
+        return names
+
+    def close(self, fd: int) -> None:
+        self.sys.close(fd)
+
+    def open_read(self, dfd: int, name: bytes) -> int:
+        return self.sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        return self.sys.pread64(fd, count, offset)
+
+    def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
+        return _regions(self.sys.lseek, fd, size)
+
+    def readlink_at(self, dfd: int, name: bytes) -> bytes:
+        return self.sys.readlinkat(dfd, name)
+
+    @staticmethod
+    def _flags(name: bytes) -> int:
+        return AT_SYMLINK_NOFOLLOW | (0 if name else AT_EMPTY_PATH)
+
+    def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
+        sys = self.sys
+        flags = self._flags(name)
+        out = []
+        for xname in sorted(sys.listxattrat(dfd, name, flags)):
+            if xname in XFS_ACL_NAMES:
+                continue
+            try:
+                out.append((xname, sys.getxattrat(dfd, name, flags, xname)))
+            except OSError as e:
+                if e.errno != errno.ENODATA:
+                    raise
+        return out
+
+    def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
+        self.sys.mkdirat(dfd, name, mode)
+
+    def create_at(self, dfd: int, name: bytes) -> int:
+        return self.sys.openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        return self.sys.pwrite64(fd, data, offset)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        self.sys.ftruncate(fd, size)
+
+    def symlink_at(self, target: bytes, dfd: int, name: bytes) -> None:
+        self.sys.symlinkat(target, dfd, name)
+
+    def mknod_at(self, dfd: int, name: bytes, mode: int, rdev: int) -> None:
+        self.sys.mknodat(dfd, name, mode, rdev)
+
+    def link_at(self, odfd: int, oname: bytes, dfd: int, name: bytes) -> None:
+        self.sys.linkat(odfd, oname, dfd, name, 0)
+
+    def unlink_at(self, dfd: int, name: bytes, is_dir: bool) -> None:
+        self.sys.unlinkat(dfd, name, AT_REMOVEDIR if is_dir else 0)
+
+    def chown_at(self, dfd: int, name: bytes, uid: int, gid: int) -> None:
+        self.sys.fchownat(dfd, name, uid, gid, self._flags(name))
+
+    def chmod_at(self, dfd: int, name: bytes, mode: int) -> None:
+        self.sys.fchmodat(dfd, name, mode, self._flags(name))
+
+    def listxattr_at(self, dfd: int, name: bytes) -> list[bytes]:
+        return self.sys.listxattrat(dfd, name, self._flags(name))
+
+    def setxattr_at(self, dfd: int, name: bytes, xname: bytes, value: bytes) -> None:
+        self.sys.setxattrat(dfd, name, self._flags(name), xname, value, 0)
+
+    def removexattr_at(self, dfd: int, name: bytes, xname: bytes) -> None:
+        self.sys.removexattrat(dfd, name, self._flags(name), xname)
+
+    def utimens_at(self, dfd: int, name: bytes, atime_ns: int, mtime_ns: int) -> None:
+        times = (_ns_to_ts(atime_ns), _ns_to_ts(mtime_ns))
+        if not name:
+            self.sys.utimensat(dfd, None, times, 0)
+        else:
+            self.sys.utimensat(dfd, name, times, AT_SYMLINK_NOFOLLOW)
+
+
+def file_type(mode: int) -> str:
+    return {stat.S_IFREG: "file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
+            stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+            stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "file")
