@@ -167,7 +167,9 @@ def _resolve(src: Endpoint, arg: bytes, prefix: str) -> list[Source]:
         return [Source(arg, b"", arg)]
     head, _, base = stripped.rpartition(b"/")
     if base in (b".", b".."):
-        return [Source(stripped, b"", arg)]
+        shown = (head or (b"/" if stripped.startswith(b"/") else b".")) if base == b"." \
+            else stripped
+        return [Source(stripped, b"", shown)]
     parent = head if head else (b"/" if stripped.startswith(b"/") else b".")
     try:
         pfd = src.open_dir(parent)

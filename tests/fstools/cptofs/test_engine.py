@@ -1,0 +1,235 @@
+"""The copy engine in process: host -> kernel -> host through the two endpoints.
+
+The kernel's ramfs (its root filesystem, always writable) stands in for a
+writable image here, so the copy-in direction is exercised whatever driver
+can write; test_cptofs.py does the same through real images.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import need_root, unpack_image
+from treeutil import diff_manifests, host_manifest, kernel_manifest, project
+
+from fstools.common.image import open_image
+from fstools.cptofs.copy import Copier, IdMap, Options, PathError, Stats, resolve_sources
+from fstools.cptofs.endpoint import HostEndpoint, ImageEndpoint
+from kernel import Kernel
+
+FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", "rdev", "xattrs",
+          "links", "nlink")
+
+
+def without_sockets(m: dict) -> dict:
+    return {p: e for p, e in m.items() if e["type"] != "sock"}
+
+
+def same(a: dict, b: dict, fields: tuple[str, ...] = FIELDS) -> None:
+    diff = diff_manifests(project(without_sockets(a), fields), project(without_sockets(b), fields))
+    assert not diff, "\n".join(diff)
+
+
+@pytest.fixture
+def ramfs() -> Iterator[tuple[Kernel, ImageEndpoint]]:
+    """A kernel whose /work (ramfs) is the 'image', the endpoint chrooted into it."""
+    k = Kernel(mb=32)
+    k.sys.mkdir("/work", 0o755)
+    img = ImageEndpoint(k.sys, "/work")
+    try:
+        yield k, img
+    finally:
+        img.finish()
+        k.halt()
+
+
+def copy(src, dst, sources: list[bytes], dest: bytes, **kw) -> tuple[Stats, list[str]]:
+    warnings: list[str] = []
+    opts = kw.pop("options", None)
+    c = Copier(src, dst, opts, warn=warnings.append, **kw)
+    old = os.umask(0)
+    try:
+        return c.run(resolve_sources(src, sources), dest), warnings
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.slow
+def test_round_trip_through_the_kernel(rich_tree: Path, ramfs, tmpfs, tmp_path: Path) -> None:
+    """The rich tree in and out again: every field equal (sockets left out, with a warning)."""
+    k, img = ramfs
+    host = HostEndpoint()
+    stats, warnings = copy(host, img, [os.fsencode(rich_tree) + b"/."], b"/")
+    assert warnings == [f"{rich_tree}/socket: socket skipped (sockets cannot be copied)"]
+    src = host_manifest(rich_tree)
+    same(src, kernel_manifest(k.sys, "/"))  # the task is chrooted into /work
+    out = tmpfs(tmp_path / "out")
+    copy(img, host, [b"/"], os.fsencode(out))
+    same(src, host_manifest(out))
+    # (ramfs keeps no holes; sparseness is checked through real images and below)
+
+
+class Recording:
+    """An endpoint wrapper that records the writes made through it."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.writes: list[tuple[int, int]] = []
+        self.truncates: list[int] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def pwrite(self, fd: int, data, offset: int) -> int:
+        self.writes.append((offset, len(data)))
+        return self.inner.pwrite(fd, data, offset)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        self.truncates.append(size)
+        self.inner.ftruncate(fd, size)
+
+
+def test_sparse_copy_in_writes_only_the_data(tmp_path: Path, ramfs) -> None:
+    k, img = ramfs
+    f = tmp_path / "sparse"
+    with open(f, "wb") as fh:
+        fh.seek(1 << 20)
+        fh.write(b"A" * 5000)
+        fh.seek(8 << 20)
+        fh.write(b"B" * 10)
+        fh.truncate(20 << 20)
+    rec = Recording(img)
+    copy(HostEndpoint(), rec, [os.fsencode(f)], b"/")
+    assert sum(n for _off, n in rec.writes) < 64 << 10
+    assert {off >> 20 for off, _n in rec.writes} == {1, 8}
+    assert rec.truncates == [20 << 20]
+    fd = k.sys.open("/sparse", 0)
+    try:
+        assert k.sys.pread64(fd, 5000, 1 << 20) == b"A" * 5000
+        assert k.sys.pread64(fd, 16, (8 << 20) - 6) == bytes(6) + b"B" * 10
+        assert k.sys.fstat(fd).st_size == 20 << 20
+    finally:
+        k.sys.close(fd)
+
+
+def test_hard_links_use_a_dictionary(tmp_path: Path, ramfs) -> None:
+    """3,000 names of one inode spread over directories become 3,000 links (one inode)."""
+    k, img = ramfs
+    src = tmp_path / "links"
+    src.mkdir()
+    (src / "target").write_text("x")
+    for d in range(3):
+        (src / f"d{d}").mkdir()
+        for i in range(1000):
+            os.link(src / "target", src / f"d{d}" / f"l{i}")
+    stats, _ = copy(HostEndpoint(), img, [os.fsencode(src)], b"/")
+    st = k.sys.lstat("/links/target")
+    assert st.st_nlink == 3001
+    assert k.sys.lstat("/links/d2/l999").st_ino == st.st_ino
+
+
+def test_merge_replace_and_owners(tmp_path: Path, ramfs) -> None:
+    k, img = ramfs
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "new").write_text("new")
+    (src / "d" / "file").write_text("replacement")
+    k.sys.mkdir("/d", 0o700)
+    fd = k.sys.open("/d/old", os.O_CREAT | os.O_WRONLY, 0o644)
+    k.sys.close(fd)
+    fd = k.sys.open("/d/file", os.O_CREAT | os.O_WRONLY, 0o644)
+    k.sys.write(fd, b"old content that is longer")
+    k.sys.close(fd)
+    k.sys.symlink("/d/old", "/d/new")  # a symlink where a file comes: replaced, not followed
+    opts = Options(owner=77, group=88, selinux=b"system_u:object_r:tmp_t:s0\0")
+    copy(HostEndpoint(), img, [os.fsencode(src / "d")], b"/", options=opts)
+    names = sorted(d.d_name for d in _readdir(k, "/d"))
+    assert names == [b"file", b"new", b"old"]
+    assert _read(k, "/d/file") == b"replacement"
+    assert _read(k, "/d/new") == b"new"
+    assert _read(k, "/d/old") == b""
+    st = k.sys.lstat("/d/new")
+    assert (st.st_uid, st.st_gid) == (77, 88)
+    assert k.sys.lgetxattr("/d/new", "security.selinux") == b"system_u:object_r:tmp_t:s0\0"
+    assert k.sys.lgetxattr("/d", "security.selinux") == b"system_u:object_r:tmp_t:s0\0"
+    assert k.sys.lstat("/d").st_mode & 0o7777 == os.stat(src / "d").st_mode & 0o7777
+
+
+def test_id_maps() -> None:
+    m = IdMap.parse(["0:100000:65536", "70000:5"])
+    assert m(0) == 100000 and m(65535) == 165535 and m(65536) == 65536 and m(70000) == 5
+    for bad in ("1", "a:b", "1:2:0", "1:2:3:4", "4294967295:0:2"):
+        with pytest.raises(ValueError):
+            IdMap.parse([bad])
+
+
+def test_inherited_default_acl_is_removed(tmp_path: Path, ramfs) -> None:
+    """A destination directory with a default ACL: the copies get exactly the source's
+    xattrs, not the inherited ACL."""
+    k, img = ramfs
+    need_root()
+    default = bytes.fromhex("02000000" "0100070000000000" "0400050000000000" "2000000000000000")
+    k.sys.setxattr("/", "system.posix_acl_default", default)
+    (tmp_path / "plain").write_text("no acl")
+    copy(HostEndpoint(), img, [os.fsencode(tmp_path / "plain")], b"/")
+    assert k.sys.llistxattr("/plain") == []
+
+
+def test_read_only_destination_is_one_error(tmp_path: Path) -> None:
+    """EROFS from a read-only mount names the file in the image and stops the copy."""
+    image = unpack_image("ext4-basic.img", tmp_path)
+    (tmp_path / "f").write_text("x")
+    with open_image(os.fspath(image), readonly=True) as m:
+        img = ImageEndpoint(m.sys, m.root)
+        try:
+            c = Copier(HostEndpoint(), img, Options(keep_going=True), dst_prefix="img:")
+            with pytest.raises(PathError) as ei:
+                c.run(resolve_sources(HostEndpoint(), [os.fsencode(tmp_path / "f")]), b"/dir")
+        finally:
+            img.finish()
+    e = ei.value
+    assert e.errno == errno.EROFS and e.filename == "img:/dir/f" and e.dest
+
+
+def test_keep_going_skips_unreadable_files(tmp_path: Path, ramfs) -> None:
+    """An unreadable source (as a user) is reported and left out; the rest is copied."""
+    k, img = ramfs
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    (src / "b").write_text("b")
+
+    class Failing(HostEndpoint):
+        def open_read(self, dfd: int, name: bytes) -> int:
+            if name == b"a":
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return super().open_read(dfd, name)
+
+    stats, warnings = copy(Failing(), img, [os.fsencode(src)], b"/",
+                           options=Options(keep_going=True))
+    assert stats.skipped == [f"{src}/a"]
+    assert warnings == [f"{src}/a: Permission denied; skipped"]
+    assert sorted(d.d_name for d in _readdir(k, "/src")) == [b"b"]
+    with pytest.raises(PathError) as ei:
+        copy(Failing(), img, [os.fsencode(src)], b"/")
+    assert ei.value.filename == f"{src}/a"
+
+
+def _readdir(k: Kernel, path: str):
+    fd = k.sys.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return [d for d in k.sys.getdents64(fd) if d.d_name not in (b".", b"..")]
+    finally:
+        k.sys.close(fd)
+
+
+def _read(k: Kernel, path: str) -> bytes:
+    fd = k.sys.open(path, os.O_RDONLY)
+    try:
+        return k.sys.read(fd, 1 << 20)
+    finally:
+        k.sys.close(fd)
