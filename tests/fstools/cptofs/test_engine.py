@@ -58,7 +58,6 @@ def copy(src, dst, sources: list[bytes], dest: bytes, **kw) -> tuple[Stats, list
         os.umask(old)
 
 
-@pytest.mark.slow
 def test_round_trip_through_the_kernel(rich_tree: Path, ramfs, tmpfs, tmp_path: Path) -> None:
     """The rich tree in and out again: every field equal (sockets left out, with a warning)."""
     k, img = ramfs
