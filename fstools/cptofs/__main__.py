@@ -46,7 +46,9 @@ CPTOFS_HELP = f"""Copy host files SRC... into the filesystem image IMAGE, to DST
 
 DST is a directory in the image, which must exist (as in LKL), or a new name
 when there is one source (as cp does). A source whose last component is '.'
-(or the host root '/') has its contents copied into DST. Type and partition
+(or the host root '/') has its contents copied into DST, which also takes its
+attributes (as 'cp -a DIR/. DST' does). A quoted glob in a source's last
+component is matched too, when no file has that very name. Type and partition
 are detected when not given. The image is unmounted cleanly at the end, with
 an empty journal, so e2fsck and the host kernel accept it directly.
 
@@ -59,7 +61,8 @@ CPFROMFS_HELP = f"""Copy files SRC... out of the filesystem image IMAGE into the
 
 SRC is a path in the image; its last component may be a shell-style glob
 ('*.conf', 'log?', '[ab]*'), matched inside the image (dot files included,
-as LKL matches). '/' copies the whole image into DST. DST must exist (as in
+as LKL matches), when no file has that very name. '/' copies the whole image
+into DST, which takes the root directory's attributes. DST must exist (as in
 LKL), or be a new name when there is one source (as cp does). The image is
 opened read-only and never changes.
 
@@ -98,7 +101,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                           "a full or failing destination still stops the copy."),
         click.option("-v", "--verbose", is_flag=True, help="List each copied file."),
         debug_option(),
-        click.argument("paths", nargs=-1, required=True, type=click.Path()),
+        click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="SRC... DST"),
     ]
     for option in reversed(options):
         f = option(f)
