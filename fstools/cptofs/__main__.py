@@ -10,6 +10,7 @@ copies image paths out. As LKL's tool does, ``cptofs`` started under the name
 from __future__ import annotations
 
 import os
+import resource
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -225,7 +226,19 @@ def _resolve_in_image(img: ImageEndpoint, sources: list[bytes], image: str) -> l
         raise
 
 
+def _more_descriptors() -> None:
+    """One descriptor per directory level is held open: allow deep trees."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = min(hard if hard != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError):
+        pass
+
+
 def _run(copier: Copier, img: ImageEndpoint, plan: list[Source], dest: bytes) -> Stats:
+    _more_descriptors()
     old = os.umask(0)  # the modes are set exactly anyway; no umask between
     ok = False
     try:
