@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import need_root, unpack_image
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from treeutil import diff_manifests, host_manifest, kernel_manifest, project
 
 from fstools.common.image import open_image
@@ -232,3 +235,63 @@ def _read(k: Kernel, path: str) -> bytes:
         return k.sys.read(fd, 1 << 20)
     finally:
         k.sys.close(fd)
+
+
+# -- random trees ---------------------------------------------------------------------------------
+_names = st.binary(min_size=1, max_size=40).filter(
+    lambda n: b"/" not in n and b"\0" not in n and n not in (b".", b".."))
+_times = st.integers(min_value=-(2**33), max_value=2**34 - 1).map(lambda s: s * 1_000_000_007 % 2**62)
+_leaf = st.one_of(
+    st.tuples(st.just("file"), st.binary(max_size=3000), st.integers(0, 0o7777), _times),
+    st.tuples(st.just("link"), st.binary(min_size=1, max_size=100).filter(lambda t: b"\0" not in t),
+              st.just(0o777), _times),
+    st.tuples(st.just("fifo"), st.just(b""), st.integers(0, 0o7777), _times),
+)
+_trees = st.recursive(
+    _leaf,
+    lambda kids: st.tuples(st.just("dir"), st.dictionaries(_names, kids, max_size=6),
+                           st.integers(0o700, 0o7777), _times),
+    max_leaves=25)
+
+
+def _build(path: bytes, node) -> None:
+    kind, payload, mode, t = node
+    if kind == "dir":
+        os.mkdir(path, 0o700)
+        for name, child in payload.items():
+            _build(path + b"/" + name, child)
+    elif kind == "file":
+        with open(path, "wb") as f:
+            f.write(payload)
+    elif kind == "link":
+        os.symlink(payload, path)
+    else:
+        os.mkfifo(path)
+    if kind != "link":
+        os.chmod(path, mode)
+    os.utime(path, ns=(t, t // 3), follow_symlinks=False)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tree=st.tuples(st.just("dir"), st.dictionaries(_names, _trees, min_size=1, max_size=6),
+                      st.just(0o755), _times))
+def test_random_trees_round_trip(tmp_path: Path, tree) -> None:
+    """Any names (any bytes but '/' and NUL), modes, times, files, symlinks and fifos come
+    back unchanged through the kernel."""
+    need_root()
+    work = Path(tempfile.mkdtemp(dir=tmp_path))
+    src = os.fsencode(work / "src")
+    _build(src, tree)
+    k = Kernel(mb=16)
+    try:
+        k.sys.mkdir("/work", 0o755)
+        img = ImageEndpoint(k.sys, "/work")
+        copy(HostEndpoint(), img, [src], b"/")
+        out = work / "out"
+        out.mkdir()
+        copy(img, HostEndpoint(), [b"/src"], os.fsencode(out))
+        img.finish()
+    finally:
+        k.halt()
+    same(host_manifest(os.fsdecode(src)), host_manifest(out / "src"))
