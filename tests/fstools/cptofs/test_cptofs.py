@@ -19,7 +19,7 @@ FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", 
 # the writable filesystems: how to make one and how to check it
 MKFS = {
     "ext4": ("mkfs.ext4", "-q", "-F", "-b", "4096", "-I", "256"),
-    "ext2": ("mkfs.ext2", "-q", "-F", "-b", "1024"),
+    "ext2": ("mkfs.ext2", "-q", "-F", "-b", "4096", "-I", "256"),
 }
 FSCK = {"ext4": ("e2fsck", "-fn"), "ext2": ("e2fsck", "-fn")}
 
