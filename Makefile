@@ -59,8 +59,13 @@ pytest: venv
 
 test: deps venv lint typecheck pytest
 
+# Peers and plotting, for the benchmarks only: fuse2fs and matplotlib.
 bench: venv
-	$(PY) -m bench
+	@dpkg-query -W -f='$${Status}' fuse2fs 2>/dev/null | grep -q "install ok installed" || \
+	  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get install -y -qq --no-install-recommends fuse2fs || true; }
+	$(PY) -m pip install -q '.[bench]' >/dev/null
+	$(PY) -m bench $(BENCH_ARGS)
 
 images: venv
 	$(PY) tests/images/make_images.py

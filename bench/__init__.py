@@ -1,0 +1,1 @@
+"""Benchmarks: our tools against the host kernel and peer tools (``python -m bench``)."""
