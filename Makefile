@@ -64,7 +64,7 @@ bench: venv
 	@dpkg-query -W -f='$${Status}' fuse2fs 2>/dev/null | grep -q "install ok installed" || \
 	  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	    $$SUDO apt-get install -y -qq --no-install-recommends fuse2fs || true; }
-	$(PY) -m pip install -q '.[bench]' >/dev/null
+	$(PY) -m pip install -q 'matplotlib>=3.7' >/dev/null
 	$(PY) -m bench $(BENCH_ARGS)
 
 images: venv
