@@ -34,6 +34,8 @@ from ..common.progress import Progress
 from .copy import Copier, IdMap, Options, PathError, Source, Stats, resolve_sources
 from .endpoint import HostEndpoint, ImageEndpoint
 
+ST_RDONLY = 1  # statfs f_flags
+
 KEPT = """Kept: modes exactly (setuid, setgid, sticky; no umask), owners (the source's
 unless -o/-g or --uid-map/--gid-map say otherwise), access and modification
 times in nanoseconds, extended attributes of every namespace and ACLs,
@@ -179,6 +181,9 @@ def cptofs(image: str, paths: tuple[str, ...], *, fstype: str | None = None,
         pass  # open_image reports it
     rep = _Reporter("cptofs", progress)
     with open_image(image, readonly=False, fstype=fstype, part=part, mb=mb) as m:
+        if m.sys.statfs(m.root).f_flags & ST_RDONLY:
+            # a driver may fall back to a read-only mount: say so before copying anything
+            raise ToolError(f"{image}: Read-only file system ({m.fstype} was mounted read-only)")
         img = ImageEndpoint(m.sys, m.root)
         stats = _run(Copier(host, img, options, warn=rep.warn, progress=rep.bar.update,
                             dst_prefix=f"{image}:", out=sys.stdout), img, plan, dest)
