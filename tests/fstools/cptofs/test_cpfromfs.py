@@ -568,3 +568,11 @@ def test_other_images_against_the_host(tmp_path: Path, tmpfs, cpfromfs, name: st
     out = tmpfs(tmp_path / "out")
     cpfromfs("-i", image, "/", out)
     compare(ref, host_manifest(out), tuple(f for f in FIELDS if f != "nlink"))
+
+
+def test_kernel_log_with_p(tmp_path: Path, cpfromfs, small_image: Path) -> None:
+    """-p shows the kernel's messages (LKL's printk switch); without it they stay quiet."""
+    quiet = cpfromfs("-i", small_image, "/data", tmp_path / "a")
+    assert b"[kernel]" not in quiet.stderr
+    loud = cpfromfs("-p", "-i", small_image, "/data", tmp_path / "b")
+    assert b"[kernel]" in loud.stderr and b"mounted" in loud.stderr
