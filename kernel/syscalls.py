@@ -153,10 +153,27 @@ class Syscalls:
             if dirfd == AT_FDCWD:
                 return self._task.cwd, p
             return self._file(dirfd).path, p
+        magic = self._magic_link(p)
+        if magic is not None:
+            return magic, p
         res = self._task.walker(p).walk(self._start(dirfd, p), p, follow)
         if res.dentry.inode is None:
             raise kerr(errno.ENOENT, p)
         return res, p
+
+    def _magic_link(self, p: bytes) -> Path | None:
+        """``/proc/self/fd/N`` names what descriptor N refers to, as Linux's magic
+        links do (this is how an O_PATH descriptor is reopened for I/O)."""
+        if not p.startswith(b"/proc/self/fd/"):
+            return None
+        num = p[len(b"/proc/self/fd/"):]
+        if not num.isdigit():
+            return None
+        try:
+            f = self._task.files.get(int(num))
+        except OSError:
+            return None
+        return f.path
 
     def _want_write(self, path: Path, name: bytes | None) -> None:
         if path.mnt.readonly:
@@ -210,7 +227,11 @@ class Syscalls:
         if flags & O_CREAT:
             res, created = self._open_create(dirfd, p, flags, mode)
         else:
-            res = task.walker(p).walk(self._start(dirfd, p), p, not flags & O_NOFOLLOW)
+            magic = self._magic_link(p)
+            if magic is not None:
+                res = magic
+            else:
+                res = task.walker(p).walk(self._start(dirfd, p), p, not flags & O_NOFOLLOW)
             if res.dentry.inode is None:
                 raise kerr(errno.ENOENT, p)
         inode = res.dentry.inode

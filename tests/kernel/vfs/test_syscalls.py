@@ -151,3 +151,22 @@ def test_open_unlinked_file_lives_until_close(k) -> None:
     assert s.pread64(fd, 100, 0) == b"still here"
     assert s.fstat(fd).st_nlink == 0
     s.close(fd)
+
+
+def test_proc_self_fd_reopens_an_o_path_descriptor(k) -> None:
+    s = k.sys
+    fd = s.open("/f", os.O_CREAT | os.O_WRONLY, 0o644)
+    s.write(fd, b"hello")
+    s.close(fd)
+    p = s.open("/f", kernel.O_PATH)
+    rw = s.open(f"/proc/self/fd/{p}", os.O_RDWR)
+    assert s.read(rw, 10) == b"hello"
+    s.truncate(f"/proc/self/fd/{p}", 2)
+    assert s.fstat(rw).st_size == 2
+    s.chmod("/f", 0o444)
+    s.setfsuid(1000)  # permission is checked again on the reopened file
+    with pytest.raises(PermissionError):
+        s.open(f"/proc/self/fd/{p}", os.O_WRONLY)
+    s.setfsuid(0)
+    with pytest.raises(FileNotFoundError):
+        s.open("/proc/self/fd/999", os.O_RDONLY)
