@@ -181,13 +181,36 @@ def _root_dots(inode: Ext4Inode, data: bytes | bytearray, where: str) -> list[Di
 class DirCache:
     """A directory's entries in readdir order with their cookies, and a name index."""
 
-    __slots__ = ("positions", "entries", "eof", "_names")
+    __slots__ = ("positions", "entries", "eof", "_names", "_pos")
 
     def __init__(self, positions: list[int], entries: list[tuple[bytes, int, int]], eof: int) -> None:
         self.positions = positions
         self.entries = entries  # (name, inode, d_type)
         self.eof = eof
         self._names: dict[bytes, int] | None = None
+        self._pos: dict[bytes, int] | None = None  # name -> cookie, for the write side
+
+    def index_of(self, name: bytes) -> int | None:
+        """Where ``name`` is in ``entries`` (None if absent)."""
+        pos = self._pos
+        if pos is None:
+            pos = self._pos = {e[0]: p for e, p in zip(self.entries, self.positions, strict=True)}
+        p = pos.get(name)
+        if p is None:
+            return None
+        return bisect.bisect_left(self.positions, p)
+
+    def remember(self, name: bytes, ino: int, pos: int) -> None:
+        if self._names is not None:
+            self._names[name] = ino
+        if self._pos is not None:
+            self._pos[name] = pos
+
+    def forget(self, name: bytes) -> None:
+        if self._names is not None:
+            self._names.pop(name, None)
+        if self._pos is not None:
+            self._pos.pop(name, None)
 
     def lookup(self, name: bytes) -> int | None:
         names = self._names

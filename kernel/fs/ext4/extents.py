@@ -118,3 +118,115 @@ def load_extents(inode: Ext4Inode) -> list[Run]:
                 buf.private = _VERIFIED
             stack.append((bytes(cdata[:12 + 12 * cn]), cn, depth - 1, lblk, child_hi, cwhere))
     return runs
+
+
+# -- write side ------------------------------------------------------------------------------
+EXT_UNWRITTEN_MAX_LEN = EXT_INIT_MAX_LEN - 1
+
+
+def tree_blocks(inode: Ext4Inode) -> list[int]:
+    """Every index and leaf block of the inode's extent tree (not the root), in tree order."""
+    sb = inode.sb
+    out: list[int] = []
+    n, depth = _check_header(inode, "root", inode.i_block, None, 4)
+    stack = [(inode.i_block, n, depth)]
+    while stack:
+        data, n, depth = stack.pop()
+        if depth == 0:
+            continue
+        vals = _entries(data, n, False)
+        for i in range(4 * n - 4, -1, -4):
+            pblk = (vals[i + 2] & 0xFFFF) << 32 | vals[i + 1]
+            out.append(pblk)
+            if len(out) > sb.blocks_count:
+                raise corrupted(f"ext4 inode {inode.ino} extent tree", "too many nodes")
+            cdata = bytes(sb.bread(pblk).data)
+            cn, _d = _check_header(inode, f"block {pblk}", cdata, depth - 1, (sb.blocksize - 12) // 12)
+            stack.append((cdata, cn, depth - 1))
+    return out
+
+
+def _split_runs(runs: list[Run]) -> list[tuple[int, int, int, bool]]:
+    """Runs cut to what one extent can hold (32768 blocks, 32767 when unwritten)."""
+    out = []
+    for lblk, n, pblk, unwritten in runs:
+        cap = EXT_UNWRITTEN_MAX_LEN if unwritten else EXT_INIT_MAX_LEN
+        while n > cap:
+            out.append((lblk, cap, pblk, unwritten))
+            lblk, n, pblk = lblk + cap, n - cap, pblk + cap
+        out.append((lblk, n, pblk, unwritten))
+    return out
+
+
+def store_extents(inode: Ext4Inode, runs: list[Run], old_blocks: list[int],
+                  alloc: object) -> tuple[bytes, list[int]]:
+    """Write the tree for ``runs``; returns the new ``i_block`` and the tree's blocks.
+
+    The tree is rebuilt packed (minimal depth, full nodes), reusing the old
+    tree's blocks first; blocks no longer needed are freed, new ones come from
+    ``alloc(goal)`` (which may raise ENOSPC before anything is changed).
+    """
+    sb = inode.sb
+    bs = sb.blocksize
+    per = (bs - 12) // 12
+    exts = _split_runs(runs)
+    # entries of the bottom level: (first logical block, packed 12 bytes)
+    level = [(lb, struct.pack("<IHHI", lb, n + (EXT_INIT_MAX_LEN if u else 0), p >> 32,
+                              p & 0xFFFFFFFF)) for lb, n, p, u in exts]
+    nodes: list[list[tuple[int, list[tuple[int, bytes]]]]] = []  # per level: (depth, entries)
+    depth = 0
+    while len(level) > 4:
+        chunks = [level[i:i + per] for i in range(0, len(level), per)]
+        nodes.append([(depth, c) for c in chunks])  # type: ignore[misc]
+        depth += 1
+        level = [(c[0][0], b"") for c in chunks]  # index entries get their block below
+    need = sum(len(lv) for lv in nodes)
+    blocks = list(old_blocks[:need])
+    goal = exts[0][2] if exts else 0
+    while len(blocks) < need:
+        blocks.append(alloc(goal))  # type: ignore[operator]
+    for b in old_blocks[need:]:
+        sb.alloc.free_blocks(b, 1)
+    # write the nodes bottom-up, each level's block numbers feeding the next
+    k = 0
+    child_blocks: list[int] = []
+    for lv in nodes:
+        these: list[int] = []
+        for j, (d, entries) in enumerate(lv):
+            blk = blocks[k]
+            k += 1
+            these.append(blk)
+            if d == 0:
+                body = b"".join(e[1] for e in entries)
+            else:
+                body = b"".join(struct.pack("<IIHH", e[0], cb & 0xFFFFFFFF, cb >> 32, 0)
+                                for e, cb in zip(entries, child_blocks[j * per:(j + 1) * per],
+                                                 strict=False))
+            data = bytearray(bs)
+            _HDR.pack_into(data, 0, EXT4_EXT_MAGIC, len(entries), per, d, 0)
+            data[12:12 + len(body)] = body
+            if sb.metadata_csum:
+                toff = 12 + 12 * per
+                _TAIL.pack_into(data, toff, block_csum(inode.csum_seed, memoryview(data)[:toff]))
+            buf = sb.bcache.getblk(sb.io, blk, bs)
+            buf.data[:] = data
+            buf.private = _VERIFIED
+            sb.bcache.mark_dirty(buf)
+        child_blocks = these
+    root = bytearray(60)
+    if depth == 0:
+        _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, len(level), 4, 0, 0)
+        for i, (_lb, e) in enumerate(level):
+            root[12 + 12 * i:24 + 12 * i] = e
+    else:
+        _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, len(level), 4, depth, 0)
+        for i, (lb, _e) in enumerate(level):
+            cb = child_blocks[i]
+            struct.pack_into("<IIHH", root, 12 + 12 * i, lb, cb & 0xFFFFFFFF, cb >> 32, 0)
+    return bytes(root), blocks
+
+
+def empty_root() -> bytes:
+    root = bytearray(60)
+    _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, 0, 4, 0, 0)
+    return bytes(root)

@@ -75,3 +75,70 @@ def load_indirect(inode: Ext4Inode) -> list[Run]:
                 stack.extend(reversed(todo))
         base += span
     return [(r[0], r[1], r[2], False) for r in runs]
+
+
+# -- write side ------------------------------------------------------------------------------
+def store_indirect(inode: Ext4Inode, lookup: object, any_mapped: object, lo: int, hi: int,
+                   alloc: object) -> int:
+    """Bring the indirect tree up to date for logical blocks [lo, hi); returns the change
+    in the number of indirect blocks (for ``i_blocks``).
+
+    ``lookup(lblk)`` gives the block a logical block maps to (0: hole),
+    ``any_mapped(a, b)`` whether anything in [a, b) is mapped, ``alloc(goal)``
+    a new block. Only the indirect blocks covering the range are rewritten;
+    an indirect block left without pointers is freed.
+    """
+    sb = inode.sb
+    bs = sb.blocksize
+    per = bs // 4
+    fmt = struct.Struct(f"<{per}I")
+    words = list(struct.unpack_from("<15I", inode.i_block, 0))
+    delta = 0
+
+    def free_tree(blk: int, level: int) -> None:
+        nonlocal delta
+        if level > 1:
+            for p in fmt.unpack_from(sb.bread(blk).data, 0):
+                if p:
+                    free_tree(p, level - 1)
+        sb.alloc.free_blocks(blk, 1)
+        delta -= 1
+
+    def sync(blk: int, level: int, base: int) -> int:
+        nonlocal delta
+        span = per ** level
+        if not any_mapped(base, base + span):  # type: ignore[operator]
+            if blk:
+                free_tree(blk, level)
+            return 0
+        if blk:
+            buf = sb.bread(blk)
+            ptrs = list(fmt.unpack_from(buf.data, 0))
+        else:
+            blk = alloc(lookup(base) or lookup(max(lo, base)))  # type: ignore[operator]
+            delta += 1
+            buf = sb.bcache.getblk(sb.io, blk, bs)
+            ptrs = [0] * per
+        child = span // per
+        first = max(lo - base, 0) // child
+        last = min((hi - base + child - 1) // child, per)
+        for i in range(first, last):
+            if level == 1:
+                ptrs[i] = lookup(base + i)  # type: ignore[operator]
+            else:
+                ptrs[i] = sync(ptrs[i], level - 1, base + i * child)
+        fmt.pack_into(buf.data, 0, *ptrs)
+        sb.bcache.mark_dirty(buf)
+        return blk
+
+    for lb in range(max(lo, 0), min(hi, EXT4_NDIR_BLOCKS)):
+        words[lb] = lookup(lb)  # type: ignore[operator]
+    base = EXT4_NDIR_BLOCKS
+    for level in (1, 2, 3):
+        span = per ** level
+        if hi > base and lo < base + span:
+            words[EXT4_NDIR_BLOCKS + level - 1] = sync(words[EXT4_NDIR_BLOCKS + level - 1],
+                                                       level, base)
+        base += span
+    inode.i_block = struct.pack("<15I", *words)
+    return delta

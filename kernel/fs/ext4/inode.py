@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
 from ...vfs.filemap import read_mapped
-from ...vfs.inode import Extent, Inode
+from ...vfs.inode import Extent, Inode, NewInode, SetAttr
 from . import xattr as xa
 from .csum import inode_seed
 from .extents import load_extents
@@ -57,7 +57,8 @@ def _xtime(sec: int, extra: int | None) -> int:
 
 class Ext4Inode(Inode):
     __slots__ = ("i_flags", "i_block", "file_acl", "extra_isize", "raw", "csum_seed", "_runs",
-                 "_starts", "dir_cache", "_xattrs")
+                 "_starts", "dir_cache", "_xattrs", "map_lo", "map_hi", "tblocks", "dir_state",
+                 "dtime", "orphan_next")
 
     sb: Ext4Super
 
@@ -126,6 +127,13 @@ class Ext4Inode(Inode):
         self._starts: list[int] = []
         self.dir_cache: object | None = None
         self._xattrs: list[xa.Entry] | None = None
+        # write side: the map range changed since it was stored, the extent tree's blocks,
+        # the directory's write state, deletion time and the orphan chain
+        self.map_lo, self.map_hi = 1 << 62, 0
+        self.tblocks: list[int] | None = None
+        self.dir_state: object | None = None
+        self.dtime = 0
+        self.orphan_next = 0
 
     # -- helpers -----------------------------------------------------------------------
     @property
@@ -251,3 +259,92 @@ class Ext4Inode(Inode):
 
     def getxattr(self, name: bytes) -> bytes:
         return xa.get_value(self, self.xattr_entries(), name)
+
+    # -- write side (a read-write mount; the VFS has checked permissions and arguments) --------
+    def read_block(self, lblk: int) -> bytes:
+        """One whole block of data (zeros for a hole)."""
+        bs = self.sb.blocksize
+        return read_mapped_block(self, lblk, bs)
+
+    def _rw(self) -> None:
+        if self.sb.rdonly:
+            raise kerr(errno.EROFS)
+        self._no_crypt()
+
+    def create(self, name: bytes, spec: NewInode) -> Inode:
+        from . import write as w
+
+        self._rw()
+        self.check_dir_access()
+        return w.create(self, name, spec)
+
+    def link(self, name: bytes, inode: Inode) -> None:
+        from . import write as w
+
+        self._rw()
+        w.link(self, name, inode)  # type: ignore[arg-type]
+
+    def unlink(self, name: bytes, inode: Inode) -> None:
+        from . import write as w
+
+        self._rw()
+        w.unlink(self, name, inode)  # type: ignore[arg-type]
+
+    def rmdir(self, name: bytes, inode: Inode) -> None:
+        from . import write as w
+
+        self._rw()
+        w.rmdir(self, name, inode)  # type: ignore[arg-type]
+
+    def rename(self, old_name: bytes, inode: Inode, new_dir: Inode, new_name: bytes,
+               target: Inode | None, flags: int) -> None:
+        from . import write as w
+
+        self._rw()
+        w.rename(self, old_name, inode, new_dir, new_name, target, flags)  # type: ignore[arg-type]
+
+    def setattr(self, attr: SetAttr) -> None:
+        from . import write as w
+
+        self._rw()
+        w.set_attr(self, attr)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
+        from . import file as f
+
+        self._rw()
+        return f.write(self, offset, data)
+
+    def fallocate(self, mode: int, offset: int, length: int) -> None:
+        from . import file as f
+
+        self._rw()
+        f.fallocate(self, mode, offset, length)
+
+    def fsync(self, datasync: bool) -> None:
+        self.sb.sync()
+
+    def setxattr(self, name: bytes, value: bytes, flags: int) -> None:
+        self._rw()
+        xa.set_xattr(self, name, value, flags)
+
+    def removexattr(self, name: bytes) -> None:
+        self._rw()
+        xa.set_xattr(self, name, None, 0)
+
+    def mark_dirty(self) -> None:
+        if not self.sb.rdonly:
+            self.sb.dirty_inode(self)
+
+    def evict(self) -> None:
+        from . import write as w
+
+        if not self.sb.rdonly:
+            w.evict(self)
+
+
+def read_mapped_block(inode: Ext4Inode, lblk: int, bs: int) -> bytes:
+    for ext in inode.extents(lblk, lblk + 1):
+        if ext.lblk <= lblk and not ext.unwritten:
+            return bytes(inode.sb.io.read((ext.pblk + lblk - ext.lblk) * bs, bs))
+    return bytes(bs)

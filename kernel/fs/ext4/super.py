@@ -3,30 +3,43 @@
 Mount reads and validates the superblock (geometry, features, checksum),
 loads and verifies every group descriptor, replays the journal when the
 filesystem needs recovery (into an in-memory overlay for read-only mounts,
-so the image is never written), and looks at the orphan list and the orphan
-file. Read-write mounts are refused with EROFS until the write path exists.
+so the image is never written; onto the device for read-write mounts), and
+looks at the orphan list and the orphan file.
+
+A read-write mount clears the superblock's valid flag while mounted (a
+crash then sends e2fsck over the whole filesystem, as for Linux without a
+journal) and sets it again, with exact free counts, on unmount. Every
+system call's changes form one transaction (``transaction``): inodes changed
+in it are encoded into their inode-table slots and the allocator's group
+descriptors are stored when it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import struct
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...block.overlay import OverlayDevice
 from ...errors import EFSBADCRC, corrupted, kerr
+from ...lib.crc import crc32c_raw
 from ...uapi import MS_RDONLY
 from ...vfs.inode import FileSystemType, StatFs, SuperBlock
 from . import csum as ck
+from .alloc import Allocator
 from .inode import Ext4Inode
 from .jbd2.journal import Journal
+from .jbd2.ondisk import JSB_CHECKSUM_OFFSET
 from .jbd2.recovery import RecoveryInfo, recover
 from .ondisk import (
     BG_BLOCK_BITMAP_CSUM_HI_END,
     BG_INODE_BITMAP_CSUM_HI_END,
     COMPAT_DIR_INDEX,
+    COMPAT_FAST_COMMIT,
     COMPAT_HAS_JOURNAL,
     COMPAT_ORPHAN_FILE,
     COMPAT_SPARSE_SUPER2,
@@ -34,6 +47,7 @@ from .ondisk import (
     EXT4_BG_INODE_UNINIT,
     EXT4_CRC32C_CHKSUM,
     EXT4_DYNAMIC_REV,
+    EXT4_ERROR_FS,
     EXT4_GOOD_OLD_FIRST_INO,
     EXT4_GOOD_OLD_INODE_SIZE,
     EXT4_GOOD_OLD_REV,
@@ -46,6 +60,7 @@ from .ondisk import (
     EXT4_OS_LINUX,
     EXT4_ROOT_INO,
     EXT4_SUPER_MAGIC,
+    EXT4_VALID_FS,
     INCOMPAT_64BIT,
     INCOMPAT_CASEFOLD,
     INCOMPAT_COMPRESSION,
@@ -67,9 +82,18 @@ from .ondisk import (
     RO_COMPAT_DIR_NLINK,
     RO_COMPAT_EXTRA_ISIZE,
     RO_COMPAT_GDT_CSUM,
+    RO_COMPAT_HAS_SNAPSHOT,
     RO_COMPAT_HUGE_FILE,
     RO_COMPAT_METADATA_CSUM,
+    RO_COMPAT_ORPHAN_PRESENT,
+    RO_COMPAT_PROJECT,
+    RO_COMPAT_QUOTA,
+    RO_COMPAT_READONLY,
+    RO_COMPAT_REPLICA,
+    RO_COMPAT_SHARED_BLOCKS,
     RO_COMPAT_SPARSE_SUPER,
+    RO_COMPAT_VERITY,
+    S_CHECKSUM_OFFSET,
     SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
     ext4_super_block,
@@ -101,6 +125,7 @@ _IGNORED_OPTIONS = {"ro", "rw", "acl", "user_xattr", "nouser_xattr", "barrier", 
 _IGNORED_PREFIXES = ("errors=", "data=", "commit=", "barrier=", "inode_readahead_blks=",
                      "journal_ioprio=", "stripe=", "max_batch_time=", "min_batch_time=",
                      "resuid=", "resgid=", "init_itable=", "max_dir_size_kb=", "data_err=")
+_KNOWN_RO_COMPAT = 0x1FFFF & ~0x0004  # everything but btree_dir
 _INODE_READAHEAD = 16  # inode table blocks read on a miss (inode_readahead_blks)
 
 # one group descriptor, reduced to what the driver uses
@@ -124,18 +149,27 @@ class Ext4Super(SuperBlock):
         self.io: BlockDevice = bdev  # where every read goes (an overlay after replay)
         self.noload = False
         self._parse_options(options)
-        if not flags & MS_RDONLY:
-            raise kerr(errno.EROFS, "ext4", "ext4: read-write mounts are not supported yet")
-        self.rdonly = True
+        self.rdonly = bool(flags & MS_RDONLY)
+        if not self.rdonly and bdev.ro:
+            raise kerr(errno.EROFS, "ext4", "the device is read-only")
         self.recovery: RecoveryInfo | None = None
+        self.alloc: Allocator = None  # type: ignore[assignment]  # read-write mounts only
+        self._dirty: dict[int, Ext4Inode] = {}
+        self._orphans: dict[int, Ext4Inode] = {}
+        self._depth = 0
         self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
+        if not self.rdonly:
+            self._check_writable()
         self._load_groups()
         if self.incompat & INCOMPAT_RECOVER:
             self._recover()
         self.root = self.get_inode(EXT4_ROOT_INO)
         if not self.root.is_dir:
             raise corrupted("ext4 root inode", "is not a directory")
-        self._check_orphans()
+        if self.rdonly:
+            self._check_orphans()
+        else:
+            self._start_writing()
 
     # -- mount steps -------------------------------------------------------------------------
     def _parse_options(self, options: str) -> None:
@@ -337,7 +371,8 @@ class Ext4Super(SuperBlock):
 
     # -- journal ----------------------------------------------------------------------------------
     def _recover(self) -> None:
-        """Replay the journal into an overlay (the image is never written)."""
+        """Replay the journal: into an overlay (read-only; the image is never written) or
+        onto the device (read-write), then mark the journal empty."""
         what = "ext4 journal"
         if not self.has_journal:
             raise corrupted("ext4 superblock", "needs_recovery set without a journal")
@@ -352,6 +387,9 @@ class Ext4Super(SuperBlock):
         journal = Journal(self._load_inode(jino), self.io)
         if journal.fast_commit:
             raise kerr(errno.EOPNOTSUPP, what, "replay of fast-commit journals is not supported")
+        if not self.rdonly:
+            self._recover_to_disk(journal)
+            return
         base = self.io
         overlay = OverlayDevice(base, self.blocksize)
         bs = self.blocksize
@@ -463,6 +501,199 @@ class Ext4Super(SuperBlock):
         inode = self.iget(ino, self._load_inode)
         return inode  # type: ignore[return-value]
 
+    # -- read-write mounts ------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        """EROFS naming the feature when this driver cannot write the filesystem safely."""
+        unsafe = {INCOMPAT_INLINE_DATA: "inline_data", INCOMPAT_EA_INODE: "ea_inode",
+                  INCOMPAT_MMP: "mmp"}
+        ro_unsafe = {RO_COMPAT_BIGALLOC: "bigalloc", RO_COMPAT_QUOTA: "quota",
+                     RO_COMPAT_PROJECT: "project", RO_COMPAT_READONLY: "read-only",
+                     RO_COMPAT_SHARED_BLOCKS: "shared_blocks", RO_COMPAT_HAS_SNAPSHOT: "snapshot",
+                     RO_COMPAT_ORPHAN_PRESENT: "orphan_present", RO_COMPAT_REPLICA: "replica",
+                     RO_COMPAT_VERITY: "verity"}
+        names = [n for bit, n in unsafe.items() if self.incompat & bit]
+        names += [n for bit, n in ro_unsafe.items() if self.ro_compat & bit]
+        unknown = self.ro_compat & ~_KNOWN_RO_COMPAT
+        if unknown:
+            names.append(f"unknown ro_compat {unknown:#x}")
+        if self.compat & COMPAT_FAST_COMMIT:
+            names.append("fast_commit")
+        if names:
+            raise kerr(errno.EROFS, "ext4", "read-write mounts are not supported with "
+                       + ", ".join(names) + " (mount read-only)")
+        if self.es.s_state & EXT4_ERROR_FS:
+            log.warning("ext4: the filesystem has errors recorded; run e2fsck")
+
+    def _recover_to_disk(self, journal: Journal) -> None:
+        bs = self.blocksize
+        dev = self.io
+
+        def write(blocknr: int, data: bytes) -> None:
+            self.bcache.forget(dev, blocknr, bs)
+            dev.write(blocknr * bs, data)
+
+        info = recover(journal, write, self.blocks_count)
+        self.recovery = info
+        dev.flush()
+        # the journal is empty now: s_start 0, the next transaction id after the replayed ones
+        jsb = bytearray(journal.read(0))
+        struct.pack_into(">II", jsb, 24, info.end_transaction & 0xFFFFFFFF, 0)
+        if journal.csum:
+            struct.pack_into(">I", jsb, JSB_CHECKSUM_OFFSET, 0)
+            struct.pack_into(">I", jsb, JSB_CHECKSUM_OFFSET,
+                             crc32c_raw(0xFFFFFFFF, bytes(jsb[:1024])))
+        pblk, _n = journal._pblk(0)
+        dev.write(pblk * bs, jsb)
+        dev.flush()
+        log.info("%s: recovered %d transactions, %d blocks replayed, %d revoked",
+                 dev.name, info.transactions, info.replayed, info.revoked)
+        self.bcache.invalidate(dev)
+        self._icache = weakref.WeakValueDictionary()
+        self._load_super(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
+        self.incompat &= ~INCOMPAT_RECOVER
+        self._load_groups()
+
+    def _sb_buffer(self) -> tuple[Buffer, int]:
+        bs = self.blocksize
+        return self.bread(SUPERBLOCK_OFFSET // bs), SUPERBLOCK_OFFSET % bs
+
+    def write_super(self, valid: bool) -> None:
+        """Store the superblock: free counts, state, times, features, checksum."""
+        buf, off = self._sb_buffer()
+        raw = buf.data
+        es = ext4_super_block
+        a = self.alloc
+        free_blocks = a.free_clusters * self.cluster_ratio
+        now = self.kernel.clock() // 1_000_000_000  # type: ignore[attr-defined]
+        es.set(raw, off, "s_free_blocks_count_lo", free_blocks & 0xFFFFFFFF)
+        if self.has_64bit:
+            es.set(raw, off, "s_free_blocks_count_hi", free_blocks >> 32)
+        es.set(raw, off, "s_free_inodes_count", a.free_inodes)
+        state = es.get(raw, off, "s_state")
+        state = state | EXT4_VALID_FS if valid else state & ~EXT4_VALID_FS
+        es.set(raw, off, "s_state", state)
+        es.set(raw, off, "s_wtime", now & 0xFFFFFFFF)
+        es.set(raw, off, "s_wtime_hi", (now >> 32) & 0xFF)
+        es.set(raw, off, "s_feature_incompat", self.incompat)
+        es.set(raw, off, "s_feature_ro_compat", self.ro_compat)
+        es.set(raw, off, "s_last_orphan", 0)
+        if self.metadata_csum:
+            struct.pack_into("<I", raw, off + S_CHECKSUM_OFFSET,
+                             ck.superblock_csum(memoryview(raw)[off:off + SUPERBLOCK_SIZE]))
+        self.bcache.mark_dirty(buf)
+
+    def _start_writing(self) -> None:
+        """Make the mount writable: allocator, orphan cleanup, superblock marked in use."""
+        self.io = self.bdev
+        self.alloc = Allocator(self)
+        self.dir_nlink = bool(self.ro_compat & RO_COMPAT_DIR_NLINK)
+        with self.transaction():
+            self._cleanup_orphans()
+        buf, off = self._sb_buffer()
+        es = ext4_super_block
+        now = self.kernel.clock() // 1_000_000_000  # type: ignore[attr-defined]
+        es.set(buf.data, off, "s_mnt_count", (es.get(buf.data, off, "s_mnt_count") + 1) & 0xFFFF)
+        es.set(buf.data, off, "s_mtime", now & 0xFFFFFFFF)
+        es.set(buf.data, off, "s_mtime_hi", (now >> 32) & 0xFF)
+        self.write_super(valid=False)
+        self.bcache.sync(self.io)
+
+    def _cleanup_orphans(self) -> None:
+        """Finish what a crash interrupted: free unlinked inodes, cut truncated ones."""
+        from . import file as f
+        from . import write as w
+
+        ino = self.es.s_last_orphan
+        seen: set[int] = set()
+        while ino and not self.noload:
+            if ino in seen or not 1 <= ino <= self.inodes_count:
+                log.warning("ext4: orphan list is damaged at inode %d; left for e2fsck", ino)
+                break
+            seen.add(ino)
+            raw = self.read_inode_raw(ino)
+            nxt = struct.unpack_from("<I", raw, 0x14)[0]
+            links = struct.unpack_from("<H", raw, 0x1A)[0]
+            if links:
+                inode = self.get_inode(ino)
+                inode.orphan_next = 0
+                f.truncate(inode, inode.size)
+                self.dirty_inode(inode)
+            else:
+                try:
+                    tmp = bytearray(raw)  # the constructor refuses unlinked inodes
+                    struct.pack_into("<H", tmp, 0x1A, 1)
+                    inode = Ext4Inode(self, ino, bytes(tmp))
+                except OSError as e:
+                    log.warning("ext4: orphan inode %d is damaged (%s); left for e2fsck", ino, e)
+                    break
+                inode.raw = raw
+                inode.nlink = 0
+                w.evict(inode)
+            ino = nxt
+        if self.es.s_last_orphan:
+            log.info("ext4: cleaned up %d orphan inode(s)", len(seen))
+
+    def dirty_inode(self, inode: Ext4Inode) -> None:
+        """Note a changed inode: it is stored when the transaction ends."""
+        self._dirty[inode.ino] = inode
+        if not self._depth:
+            self._end_transaction()
+
+    def forget_dirty(self, inode: Ext4Inode) -> None:
+        self._dirty.pop(inode.ino, None)
+
+    def orphan_add(self, inode: Ext4Inode) -> None:
+        """An inode lost its last link: keep it until its last user lets go."""
+        self._orphans[inode.ino] = inode
+
+    def orphan_del(self, inode: Ext4Inode) -> None:
+        self._orphans.pop(inode.ino, None)
+
+    def write_inode_raw(self, ino: int, raw: bytes) -> None:
+        g, idx = divmod(ino - 1, self.inodes_per_group)
+        isize, bs = self.inode_size, self.blocksize
+        off = idx * isize
+        buf = self.bread(self.groups[g][2] + off // bs)
+        o = off % bs
+        buf.data[o:o + isize] = raw
+        self.bcache.mark_dirty(buf)
+
+    @contextlib.contextmanager
+    def _txn(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._end_transaction()
+
+    def transaction(self) -> contextlib.AbstractContextManager[object]:
+        if self.rdonly:
+            return contextlib.nullcontext()
+        return self._txn()
+
+    def _end_transaction(self) -> None:
+        from .write import store_inode
+
+        while self._dirty:
+            dirty = list(self._dirty.values())
+            self._dirty.clear()
+            for inode in dirty:
+                store_inode(inode)
+        self.alloc.commit()
+
+    def sync(self) -> None:
+        if self.rdonly:
+            return
+        self._end_transaction()
+        self.write_super(valid=False)
+        self.bcache.sync(self.io)
+
+    def write_inode(self, inode: object) -> None:
+        if not self.rdonly:
+            self.dirty_inode(inode)  # type: ignore[arg-type]
+
     # -- operations -------------------------------------------------------------------------------
     def statfs(self) -> StatFs:
         es = self.es
@@ -513,17 +744,42 @@ class Ext4Super(SuperBlock):
         return total
 
     def remount(self, flags: int, options: str) -> None:
-        if not flags & MS_RDONLY:
-            raise kerr(errno.EROFS, "ext4", "ext4: read-write mounts are not supported yet")
+        if not flags & MS_RDONLY and self.rdonly:
+            if self.io is not self.bdev or self.recovery is not None and self.alloc is None:
+                raise kerr(errno.EROFS, "ext4", "recovered into memory: remount read-write is "
+                           "not possible (unmount and mount read-write)")
+            if self.bdev.ro:
+                raise kerr(errno.EROFS, "ext4", "the device is read-only")
+            self._check_writable()
+            self.rdonly = False
+            self._start_writing()
+        elif flags & MS_RDONLY and not self.rdonly:
+            self._finish_writing()
+            self.rdonly = True
         self.flags = flags
 
+    def _finish_writing(self) -> None:
+        from .write import evict
+
+        for inode in list(self._orphans.values()):
+            with self.transaction():
+                inode.nlink = 0
+                evict(inode)
+        self._orphans.clear()
+        self._end_transaction()
+        self.write_super(valid=True)
+        self.bcache.sync(self.io)
+
     def put_super(self) -> None:
+        if not self.rdonly:
+            self._finish_writing()
+            self.rdonly = True
         self.bcache.invalidate(self.io)
         if self.io is not self.bdev and self.bdev is not None:
             self.bcache.invalidate(self.bdev)
 
     def show_options(self) -> str:
-        return "ro"
+        return "ro" if self.rdonly else "rw"
 
 
 class Ext4Type(FileSystemType):

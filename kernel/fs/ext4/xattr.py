@@ -189,3 +189,187 @@ def get_value(inode: Ext4Inode, entries: list[Entry], name: bytes) -> bytes:
                 return acl_from_disk(value, f"ext4 inode {inode.ino} {name.decode()}")
             return value
     raise kerr(errno.ENODATA, name)
+
+
+# -- write side ------------------------------------------------------------------------------
+_NAME_HASH_SHIFT = 5
+_VALUE_HASH_SHIFT = 16
+_BLOCK_HASH_SHIFT = 16
+_M32 = 0xFFFFFFFF
+
+
+def entry_hash(name: bytes, value: bytes) -> int:
+    """e_hash of an entry (ext4_xattr_hash_entry): the name's bytes, then the value's words."""
+    h = 0
+    for c in name:
+        if c >= 128:
+            c -= 256  # the kernel hashes signed chars
+        h = ((h << _NAME_HASH_SHIFT) ^ (h >> (32 - _NAME_HASH_SHIFT)) ^ c) & _M32
+    if value:
+        padded = value + bytes(-len(value) % 4)
+        for w in struct.unpack(f"<{len(padded) // 4}I", padded):
+            h = ((h << _VALUE_HASH_SHIFT) ^ (h >> (32 - _VALUE_HASH_SHIFT)) ^ w) & _M32
+    return h
+
+
+def _block_hash(hashes: list[int]) -> int:
+    h = 0
+    for e in hashes:
+        if not e:
+            return 0
+        h = ((h << _BLOCK_HASH_SHIFT) ^ (h >> (32 - _BLOCK_HASH_SHIFT)) ^ e) & _M32
+    return h
+
+
+def _entry_size(name: bytes) -> int:
+    return (16 + len(name) + 3) & ~3
+
+
+def _value_size(value: bytes) -> int:
+    return (len(value) + 3) & ~3
+
+
+def _pack(items: list[tuple[int, bytes, bytes]], size: int, first: int,
+          value_base: int) -> tuple[bytearray, list[int]] | None:
+    """Lay ``items`` out in an area of ``size`` bytes: entries from ``first`` (then a 4-byte
+    terminator), values packed down from the end. None if they do not fit."""
+    area = bytearray(size)
+    pos = first
+    vend = size
+    hashes = []
+    for index, name, value in items:
+        vlen = _value_size(value)
+        if pos + _entry_size(name) + 4 > vend - vlen:
+            return None
+        vend -= vlen
+        area[vend:vend + len(value)] = value
+        h = entry_hash(name, value)
+        hashes.append(h)
+        struct.pack_into("<BBHIII", area, pos, len(name), index, vend - value_base if value else 0,
+                         0, len(value), h)
+        area[pos + 16:pos + 16 + len(name)] = name
+        pos += _entry_size(name)
+    return area, hashes
+
+
+def store_xattrs(inode: Ext4Inode, items: list[tuple[int, bytes, bytes]]) -> None:
+    """Store every attribute of ``inode``: in the inode body while they fit, the rest in an
+    xattr block (a shared block is copied, never changed). ENOSPC if they cannot fit."""
+    sb = inode.sb
+    bs = sb.blocksize
+    raw = bytearray(inode.raw)
+    ibody_start = EXT4_GOOD_OLD_INODE_SIZE + inode.extra_isize
+    ibody_size = len(raw) - ibody_start - 4 if len(raw) > ibody_start + 4 else 0
+    # keep the order stable: sorted by (index, name) as e2fsprogs writes them
+    items = sorted(items, key=lambda t: (t[0], len(t[1]), t[1]))
+    inbody: list[tuple[int, bytes, bytes]] = []
+    rest: list[tuple[int, bytes, bytes]] = []
+    used = 4
+    for it in items:
+        need = _entry_size(it[1]) + _value_size(it[2])
+        if used + need <= ibody_size and not rest:
+            inbody.append(it)
+            used += need
+        else:
+            rest.append(it)
+    block_area = None
+    if rest:
+        packed = _pack(rest, bs, 32, 0)
+        if packed is None:
+            raise kerr(errno.ENOSPC, f"ext4 inode {inode.ino}", "extended attributes do not fit")
+        block_area = packed
+    # the inode body
+    if ibody_size:
+        if inbody:
+            packed_body = _pack(inbody, ibody_size, 0, 0)
+            assert packed_body is not None
+            raw[ibody_start:ibody_start + 4] = _U32.pack(EXT4_XATTR_MAGIC)
+            raw[ibody_start + 4:] = packed_body[0]
+        else:
+            raw[ibody_start:] = bytes(len(raw) - ibody_start)
+    inode.raw = bytes(raw)
+    # the block
+    old = inode.file_acl
+    if block_area is None:
+        if old:
+            release_block(inode, old)
+            inode.file_acl = 0
+            inode.blocks -= sb.cluster_size >> 9
+    else:
+        area, hashes = block_area
+        blk = old
+        if old:
+            buf = sb.bread(old)
+            refcount = _HDR.unpack_from(buf.data, 0)[1]
+            if refcount > 1:
+                release_block(inode, old)
+                blk = 0
+        if not blk:
+            goal = sb.group_first_block((inode.ino - 1) // sb.inodes_per_group)
+            blk = sb.alloc.alloc_blocks(goal, 1, metadata=True)[0]
+            if not old:
+                inode.blocks += sb.cluster_size >> 9
+        _HDR.pack_into(area, 0, EXT4_XATTR_MAGIC, 1, 1, _block_hash(hashes), 0)
+        if sb.metadata_csum:
+            struct.pack_into("<I", area, 16, xattr_block_csum(sb.csum_seed, blk, area))
+        buf = sb.bcache.getblk(sb.io, blk, bs)
+        buf.data[:] = area
+        buf.private = _BLOCK_OK
+        sb.bcache.mark_dirty(buf)
+        inode.file_acl = blk
+    inode._xattrs = None
+    sb.dirty_inode(inode)
+
+
+def release_block(inode: Ext4Inode, blk: int) -> None:
+    """Drop the inode's reference to xattr block ``blk``: free it when it was the last."""
+    sb = inode.sb
+    buf = sb.bread(blk)
+    data = buf.data
+    refcount = _HDR.unpack_from(data, 0)[1]
+    if refcount <= 1:
+        sb.alloc.free_blocks(blk, 1)
+        return
+    struct.pack_into("<I", data, 4, refcount - 1)
+    if sb.metadata_csum:
+        struct.pack_into("<I", data, 16, xattr_block_csum(sb.csum_seed, blk, data))
+    sb.bcache.mark_dirty(buf)
+
+
+def current_items(inode: Ext4Inode) -> list[tuple[int, bytes, bytes]]:
+    """Every stored attribute as (index, name, raw value); EOPNOTSUPP for ea_inode values."""
+    out = []
+    for e in inode.xattr_entries():
+        if e[2] is None:
+            raise kerr(errno.EOPNOTSUPP, f"ext4 inode {inode.ino}",
+                       "changing attributes stored in their own inodes (ea_inode) is not supported")
+        out.append((e[0], e[1], e[2]))
+    return out
+
+
+def set_xattr(inode: Ext4Inode, name: bytes, value: bytes | None, flags: int) -> None:
+    """setxattr (value) or removexattr (None), with XATTR_CREATE/XATTR_REPLACE semantics."""
+    from ...uapi import XATTR_CREATE, XATTR_REPLACE
+
+    key = split_name(name)
+    if key is None or key[0] == EXT4_XATTR_INDEX_SYSTEM:
+        raise kerr(errno.EOPNOTSUPP, name)
+    index, suffix = key
+    if len(suffix) > 255:
+        raise kerr(errno.ERANGE, name)
+    items = current_items(inode)
+    exists = any(i == index and n == suffix for i, n, _v in items)
+    if value is None and not exists:
+        raise kerr(errno.ENODATA, name)
+    if flags & XATTR_CREATE and exists:
+        raise kerr(errno.EEXIST, name)
+    if flags & XATTR_REPLACE and not exists:
+        raise kerr(errno.ENODATA, name)
+    items = [t for t in items if not (t[0] == index and t[1] == suffix)]
+    if value is not None:
+        if index in _ACL_INDEXES:
+            from .acl import acl_to_disk
+
+            value = acl_to_disk(value)
+        items.append((index, suffix, bytes(value)))
+    store_xattrs(inode, items)

@@ -1,0 +1,463 @@
+"""Block and inode allocation (fs/ext4/balloc.c, ialloc.c, mballoc.c's role, write side).
+
+The allocator owns, for a read-write mount, every group's descriptor fields,
+its block (cluster) and inode bitmaps, and the superblock's free counts. It
+holds the buffers it changes, so they stay in the buffer cache, and at the
+end of each transaction (``commit``) it stores the changed descriptors with
+their bitmap and descriptor checksums.
+
+Policies, as Linux's:
+
+* blocks: the first free run at or after a goal (the block after the file's
+  previous extent, or the inode's group), preferring a run long enough for
+  the whole request so large files get one extent;
+* inodes: a new directory goes to a group with above-average free inodes and
+  blocks and the fewest directories (Orlov's spreading); anything else goes
+  to its parent's group, then the next groups with free inodes;
+* groups still marked BLOCK_UNINIT or INODE_UNINIT get their bitmap built
+  when first touched, exactly as e2fsck expects it (metadata blocks and the
+  bitmap's padding set); an inode table that was never zeroed is zeroed
+  before its inodes are handed out.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import struct
+from typing import TYPE_CHECKING
+
+from ...errors import corrupted, kerr
+from . import csum as ck
+from .balloc import read_block_bitmap
+from .ialloc import read_inode_bitmap
+from .ondisk import (
+    BG_BLOCK_BITMAP_CSUM_HI_END,
+    BG_CHECKSUM_OFFSET,
+    BG_INODE_BITMAP_CSUM_HI_END,
+    EXT4_BG_BLOCK_UNINIT,
+    EXT4_BG_INODE_UNINIT,
+    EXT4_BG_INODE_ZEROED,
+    INCOMPAT_META_BG,
+)
+
+if TYPE_CHECKING:
+    from ...block.buffer import Buffer
+    from .super import Ext4Super
+
+_NOT_FULL = re.compile(rb"[^\xff]")
+_NOT_EMPTY = re.compile(rb"[^\x00]")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+METADATA_RESERVE = 64  # blocks only metadata may take: a full disk can still map what it holds
+
+
+def first_zero(bm: bytearray, start: int, end: int) -> int:
+    """The first clear bit in [start, end), or -1."""
+    if start >= end:
+        return -1
+    i = start
+    byte = i >> 3
+    # finish the partial first byte
+    while i & 7 and i < end:
+        if not bm[byte] >> (i & 7) & 1:
+            return i
+        i += 1
+    if i >= end:
+        return -1
+    m = _NOT_FULL.search(bm, i >> 3, (end + 7) >> 3)
+    if m is None:
+        return -1
+    b = m.start()
+    v = bm[b]
+    bit = (~v & (v + 1)).bit_length() - 1  # lowest clear bit
+    r = (b << 3) + bit
+    return r if r < end else -1
+
+
+def zero_run(bm: bytearray, start: int, end: int) -> int:
+    """How many clear bits there are from ``start`` (a clear bit) up to ``end``."""
+    i = start
+    while i & 7 and i < end:
+        if bm[i >> 3] >> (i & 7) & 1:
+            return i - start
+        i += 1
+    if i >= end:
+        return end - start
+    m = _NOT_EMPTY.search(bm, i >> 3, (end + 7) >> 3)
+    if m is None:
+        return end - start
+    b = m.start()
+    v = bm[b]
+    bit = (v & -v).bit_length() - 1  # lowest set bit
+    return min((b << 3) + bit, end) - start
+
+
+def set_bits(bm: bytearray, start: int, count: int, value: bool) -> None:
+    """Set (or clear) ``count`` bits from ``start``."""
+    end = start + count
+    i = start
+    while i < end and i & 7:
+        if value:
+            bm[i >> 3] |= 1 << (i & 7)
+        else:
+            bm[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+        i += 1
+    full = (end - i) >> 3
+    if full:
+        bm[i >> 3:(i >> 3) + full] = (b"\xff" if value else b"\0") * full
+        i += full << 3
+    while i < end:
+        if value:
+            bm[i >> 3] |= 1 << (i & 7)
+        else:
+            bm[i >> 3] &= ~(1 << (i & 7)) & 0xFF
+        i += 1
+
+
+def count_set(bm: bytes | bytearray, start: int, count: int) -> int:
+    """How many bits in [start, start + count) are set."""
+    n = 0
+    for i in range(start, start + count):
+        n += bm[i >> 3] >> (i & 7) & 1
+    return n
+
+
+class Group:
+    """One group descriptor's mutable fields and where it lives."""
+
+    __slots__ = ("bb", "ib", "it", "flags", "itable_unused", "free_blocks", "free_inodes",
+                 "used_dirs", "buf", "off", "checksums")
+
+    def __init__(self, buf: Buffer, off: int, wide: bool, desc_size: int) -> None:
+        d = buf.data
+        u16, u32 = _U16.unpack_from, _U32.unpack_from
+        self.buf, self.off = buf, off
+        self.bb, self.ib, self.it = u32(d, off)[0], u32(d, off + 4)[0], u32(d, off + 8)[0]
+        self.free_blocks, self.free_inodes = u16(d, off + 0x0C)[0], u16(d, off + 0x0E)[0]
+        self.used_dirs, self.flags = u16(d, off + 0x10)[0], u16(d, off + 0x12)[0]
+        self.itable_unused = u16(d, off + 0x1C)[0]
+        self.checksums = (u16(d, off + 0x18)[0], u16(d, off + 0x1A)[0])
+        if wide:
+            self.bb |= u32(d, off + 0x20)[0] << 32
+            self.ib |= u32(d, off + 0x24)[0] << 32
+            self.it |= u32(d, off + 0x28)[0] << 32
+            self.free_blocks |= u16(d, off + 0x2C)[0] << 16
+            self.free_inodes |= u16(d, off + 0x2E)[0] << 16
+            self.used_dirs |= u16(d, off + 0x30)[0] << 16
+            self.itable_unused |= u16(d, off + 0x32)[0] << 16
+            bcs, ics = self.checksums
+            if desc_size >= BG_BLOCK_BITMAP_CSUM_HI_END:
+                bcs |= u16(d, off + 0x38)[0] << 16
+            if desc_size >= BG_INODE_BITMAP_CSUM_HI_END:
+                ics |= u16(d, off + 0x3A)[0] << 16
+            self.checksums = (bcs, ics)
+
+
+class Allocator:
+    """Free space and inode bookkeeping of a read-write ext4 mount."""
+
+    def __init__(self, sb: Ext4Super) -> None:
+        self.sb = sb
+        bs, ds = sb.blocksize, sb.desc_size
+        per_block = bs // ds
+        self.wide = ds >= 64
+        self.groups: list[Group] = []
+        for g in range(sb.group_count):
+            nr, i = divmod(g, per_block)
+            buf = sb.bread(sb.descriptor_block(nr))
+            self.groups.append(Group(buf, i * ds, self.wide, ds))
+        self.bbitmaps: dict[int, Buffer] = {}
+        self.ibitmaps: dict[int, Buffer] = {}
+        self.dirty: set[int] = set()
+        self.free_clusters = sum(g.free_blocks for g in self.groups)
+        self.free_inodes = sum(g.free_inodes for g in self.groups)
+        self.dirs = sum(g.used_dirs for g in self.groups)
+        self._last_group = 0
+
+    # -- bitmaps ------------------------------------------------------------------------
+    def _base_meta(self, g: int) -> int:
+        """Blocks at the start of group ``g`` holding a superblock and descriptor copies."""
+        sb = self.sb
+        es = sb.es
+        has = 1 if sb.bg_has_super(g) else 0
+        per_block = sb.blocksize // sb.desc_size
+        meta = sb.incompat & INCOMPAT_META_BG
+        if not meta or g < es.s_first_meta_bg * per_block:
+            if has:
+                gdb = es.s_first_meta_bg if meta else (sb.group_count + per_block - 1) // per_block
+                return has + gdb + es.s_reserved_gdt_blocks
+            return 0
+        first = g - g % per_block
+        return has + (1 if g in (first, first + 1, first + per_block - 1) else 0)
+
+    def _init_block_bitmap(self, g: int) -> bytearray:
+        """The bitmap of a BLOCK_UNINIT group, built as the kernel and e2fsck build it."""
+        sb = self.sb
+        bs = sb.blocksize
+        bm = bytearray(bs)
+        cpg = sb.clusters_per_group
+        start = sb.group_first_block(g)
+        set_bits(bm, 0, self._base_meta(g), True)
+        end = min(start + sb.blocks_per_group, sb.blocks_count)
+        for grp in self.groups:
+            for blk, n in ((grp.bb, 1), (grp.ib, 1), (grp.it, sb.inode_table_blocks)):
+                lo, hi = max(blk, start), min(blk + n, end)
+                if lo < hi:
+                    set_bits(bm, lo - start, hi - lo, True)
+        if end - start < cpg:
+            set_bits(bm, end - start, cpg - (end - start), True)
+        set_bits(bm, cpg, bs * 8 - cpg, True)
+        return bm
+
+    def block_bitmap(self, g: int) -> Buffer:
+        buf = self.bbitmaps.get(g)
+        if buf is None:
+            sb = self.sb
+            grp = self.groups[g]
+            if sb.gdt_csum and grp.flags & EXT4_BG_BLOCK_UNINIT:
+                buf = sb.bcache.getblk(sb.io, grp.bb, sb.blocksize)
+                buf.data[:] = self._init_block_bitmap(g)
+                grp.flags &= ~EXT4_BG_BLOCK_UNINIT
+                sb.bcache.mark_dirty(buf)
+                self.dirty.add(g)
+            else:
+                read_block_bitmap(sb, g)  # verifies the checksum
+                buf = sb.bread(grp.bb)
+            self.bbitmaps[g] = buf
+        return buf
+
+    def inode_bitmap(self, g: int) -> Buffer:
+        buf = self.ibitmaps.get(g)
+        if buf is None:
+            sb = self.sb
+            grp = self.groups[g]
+            if sb.gdt_csum and grp.flags & EXT4_BG_INODE_UNINIT:
+                buf = sb.bcache.getblk(sb.io, grp.ib, sb.blocksize)
+                bm = bytearray(sb.blocksize)
+                ipg = sb.inodes_per_group
+                set_bits(bm, ipg, sb.blocksize * 8 - ipg, True)
+                buf.data[:] = bm
+                grp.flags &= ~EXT4_BG_INODE_UNINIT
+                sb.bcache.mark_dirty(buf)
+                self.dirty.add(g)
+            else:
+                read_inode_bitmap(sb, g)
+                buf = sb.bread(grp.ib)
+            self.ibitmaps[g] = buf
+        return buf
+
+    # -- blocks -----------------------------------------------------------------------------
+    def group_of(self, blk: int) -> tuple[int, int]:
+        sb = self.sb
+        return divmod(blk - sb.first_data_block, sb.blocks_per_group)
+
+    def alloc_blocks(self, goal: int, count: int, metadata: bool = False) -> tuple[int, int]:
+        """A run of 1 to ``count`` free blocks, at ``goal`` if it is free; (first, length).
+
+        Data may not take the last METADATA_RESERVE blocks. ENOSPC when nothing is free.
+        """
+        sb = self.sb
+        reserve = 0 if metadata else METADATA_RESERVE
+        avail = self.free_clusters - reserve
+        if avail <= 0 or count <= 0:
+            raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+        count = min(count, avail)
+        if not sb.first_data_block <= goal < sb.blocks_count:
+            goal = sb.first_data_block
+        g0, off0 = self.group_of(goal)
+        cpg = sb.clusters_per_group
+        bm = self.block_bitmap(g0).data
+        if not bm[off0 >> 3] >> (off0 & 7) & 1:  # the goal itself is free: continue there
+            n = zero_run(bm, off0, min(cpg, off0 + count))
+            self._mark(g0, off0, n, True)
+            return goal, n
+        ngroups = sb.group_count
+        best: tuple[int, int, int] | None = None  # (group, offset, length)
+        for k in range(ngroups + 1):
+            g = (g0 + k) % ngroups
+            grp = self.groups[g]
+            if not grp.free_blocks:
+                continue
+            bm = self.block_bitmap(g).data
+            pos = off0 if k == 0 else 0
+            end = off0 if k == ngroups else cpg  # the wrap: the goal group before the goal
+            while True:
+                i = first_zero(bm, pos, end)
+                if i < 0:
+                    break
+                n = zero_run(bm, i, min(end, i + count))
+                if best is None or n > best[2]:
+                    best = (g, i, n)
+                if n >= count:
+                    break
+                pos = i + n
+            if best is not None and best[2] >= count:
+                break
+        if best is None:
+            raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+        g, i, n = best
+        self._mark(g, i, n, True)
+        return sb.group_first_block(g) + i, n
+
+    def _mark(self, g: int, i: int, n: int, used: bool) -> None:
+        buf = self.block_bitmap(g)
+        set_bits(buf.data, i, n, used)
+        self.sb.bcache.mark_dirty(buf)
+        grp = self.groups[g]
+        d = -n if used else n
+        grp.free_blocks += d
+        self.free_clusters += d
+        self.dirty.add(g)
+
+    def free_blocks(self, blk: int, count: int) -> None:
+        """Return blocks to the free pool, forgetting any cached copy of them.
+
+        EUCLEAN if a block is outside the filesystem or already free.
+        """
+        sb = self.sb
+        if blk < sb.first_data_block or blk + count > sb.blocks_count:
+            raise corrupted("ext4", f"freeing blocks [{blk}, +{count}) outside the filesystem")
+        while count:
+            g, i = self.group_of(blk)
+            n = min(count, sb.blocks_per_group - i)
+            bm = self.block_bitmap(g).data
+            if count_set(bm, i, n) != n:
+                raise corrupted(f"ext4 block bitmap of group {g}",
+                                f"freeing blocks [{blk}, +{n}) that are already free")
+            self._mark(g, i, n, False)
+            for b in range(blk, blk + n):
+                sb.bcache.forget(sb.io, b, sb.blocksize)
+            blk += n
+            count -= n
+
+    # -- inodes -------------------------------------------------------------------------------
+    def _pick_group(self, parent_group: int, is_dir: bool) -> list[int]:
+        """Groups to try, in order, for a new inode."""
+        n = self.sb.group_count
+        order = [(parent_group + k) % n for k in range(n)]
+        if not is_dir or n == 1:
+            return order
+        avg_inodes = self.free_inodes // n
+        avg_blocks = self.free_clusters // n
+        good = [g for g in range(n)
+                if self.groups[g].free_inodes >= max(avg_inodes, 1)
+                and self.groups[g].free_blocks >= avg_blocks]
+        if good:
+            good.sort(key=lambda g: (self.groups[g].used_dirs, -self.groups[g].free_blocks, g))
+            return good + [g for g in order if g not in good]
+        return order
+
+    def alloc_inode(self, parent_ino: int, is_dir: bool) -> int:
+        """A free inode number (marked used); ENOSPC when none is left."""
+        sb = self.sb
+        if self.free_inodes <= 0:
+            raise kerr(errno.ENOSPC, "ext4", "no free inodes")
+        ipg = sb.inodes_per_group
+        pg = (parent_ino - 1) // ipg if parent_ino else 0
+        for g in self._pick_group(pg, is_dir):
+            grp = self.groups[g]
+            if not grp.free_inodes:
+                continue
+            bm = self.inode_bitmap(g).data
+            start = max(sb.first_ino - g * ipg, 0) if g * ipg < sb.first_ino else 0
+            i = first_zero(bm, start, ipg)
+            if i < 0:
+                continue
+            self._prepare_itable(g, i)
+            set_bits(bm, i, 1, True)
+            sb.bcache.mark_dirty(self.ibitmaps[g])
+            grp.free_inodes -= 1
+            self.free_inodes -= 1
+            if is_dir:
+                grp.used_dirs += 1
+                self.dirs += 1
+            if sb.gdt_csum and ipg - grp.itable_unused <= i:
+                grp.itable_unused = ipg - i - 1
+            self.dirty.add(g)
+            return g * ipg + i + 1
+        raise kerr(errno.ENOSPC, "ext4", "no free inodes")
+
+    def _prepare_itable(self, g: int, i: int) -> None:
+        """Zero a never-zeroed inode table before handing out its inodes."""
+        sb = self.sb
+        grp = self.groups[g]
+        if not sb.gdt_csum or grp.flags & EXT4_BG_INODE_ZEROED:
+            return
+        used = sb.inodes_per_group - grp.itable_unused
+        if i < used:
+            return
+        # zero the whole table once (it is written through the buffer cache's device)
+        bs = sb.blocksize
+        first = (used * sb.inode_size) // bs
+        for b in range(grp.it + first, grp.it + sb.inode_table_blocks):
+            sb.bcache.forget(sb.io, b, bs)
+        sb.io.zeroout((grp.it + first) * bs, (sb.inode_table_blocks - first) * bs, unmap=False)
+        grp.flags |= EXT4_BG_INODE_ZEROED
+        self.dirty.add(g)
+
+    def free_inode(self, ino: int, is_dir: bool) -> None:
+        sb = self.sb
+        g, i = divmod(ino - 1, sb.inodes_per_group)
+        buf = self.inode_bitmap(g)
+        bm = buf.data
+        if not bm[i >> 3] >> (i & 7) & 1:
+            raise corrupted(f"ext4 inode bitmap of group {g}", f"freeing free inode {ino}")
+        set_bits(bm, i, 1, False)
+        sb.bcache.mark_dirty(buf)
+        grp = self.groups[g]
+        grp.free_inodes += 1
+        self.free_inodes += 1
+        if is_dir:
+            grp.used_dirs -= 1
+            self.dirs -= 1
+        self.dirty.add(g)
+
+    # -- commit ---------------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Store changed group descriptors with fresh bitmap and descriptor checksums."""
+        if not self.dirty:
+            return
+        sb = self.sb
+        bc = sb.bcache
+        wide = self.wide
+        for g in sorted(self.dirty):
+            grp = self.groups[g]
+            d, o = grp.buf.data, grp.off
+            bcs, ics = grp.checksums
+            if sb.metadata_csum:
+                if g in self.bbitmaps:
+                    c = ck.bitmap_csum(sb.csum_seed, memoryview(self.bbitmaps[g].data)[
+                        :sb.clusters_per_group // 8])
+                    bcs = c if sb.desc_size >= BG_BLOCK_BITMAP_CSUM_HI_END else c & 0xFFFF
+                if g in self.ibitmaps:
+                    c = ck.bitmap_csum(sb.csum_seed, memoryview(self.ibitmaps[g].data)[
+                        :sb.inodes_per_group // 8])
+                    ics = c if sb.desc_size >= BG_INODE_BITMAP_CSUM_HI_END else c & 0xFFFF
+                grp.checksums = (bcs, ics)
+            pack16 = _U16.pack_into
+            pack16(d, o + 0x0C, grp.free_blocks & 0xFFFF)
+            pack16(d, o + 0x0E, grp.free_inodes & 0xFFFF)
+            pack16(d, o + 0x10, grp.used_dirs & 0xFFFF)
+            pack16(d, o + 0x12, grp.flags)
+            pack16(d, o + 0x18, bcs & 0xFFFF)
+            pack16(d, o + 0x1A, ics & 0xFFFF)
+            pack16(d, o + 0x1C, grp.itable_unused & 0xFFFF)
+            if wide:
+                pack16(d, o + 0x2C, grp.free_blocks >> 16)
+                pack16(d, o + 0x2E, grp.free_inodes >> 16)
+                pack16(d, o + 0x30, grp.used_dirs >> 16)
+                pack16(d, o + 0x32, grp.itable_unused >> 16)
+                if sb.desc_size >= BG_BLOCK_BITMAP_CSUM_HI_END:
+                    pack16(d, o + 0x38, bcs >> 16)
+                if sb.desc_size >= BG_INODE_BITMAP_CSUM_HI_END:
+                    pack16(d, o + 0x3A, ics >> 16)
+            if sb.gdt_csum:
+                desc = memoryview(d)[o:o + sb.desc_size]
+                pack16(d, o + BG_CHECKSUM_OFFSET, ck.group_desc_csum(
+                    sb.metadata_csum, sb.csum_seed, sb.uuid, g, desc))
+            bc.mark_dirty(grp.buf)
+            old = sb.groups[g]
+            sb.groups[g] = (old[0], old[1], old[2], grp.flags, grp.itable_unused,
+                            grp.free_blocks, grp.free_inodes, bcs | ics << 32)
+        self.dirty.clear()

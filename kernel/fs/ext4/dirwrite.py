@@ -1,0 +1,647 @@
+"""Changing directories (fs/ext4/namei.c, write side): add, remove and retarget entries.
+
+Linear directories take a new entry in the first block with room (a per-
+directory table of each block's largest gap avoids rescanning), else in a
+new block at the end. When a one-block directory overflows on a filesystem
+with dir_index it becomes an htree (make_indexed_dir): the root keeps "."
+and "..", the entries are split by hash over two leaves. An htree insert
+goes to the leaf the index names; a full leaf is split at its median hash
+(the collision bit marks a hash continuing in the next leaf), a full index
+node is split, and a full root grows the tree one level (up to two levels,
+three with largedir). Entries are removed in place: the gap joins the
+previous entry, as Linux leaves it.
+
+Each directory keeps a ``DirState`` (name -> logical block, largest gap per
+block) built on first change, and its read-side ``DirCache`` is updated in
+step, so readdir cookies of untouched entries never move.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from ...errors import corrupted, kerr
+from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK
+from .csum import block_csum, dx_csum
+from .dir import (
+    DirCache,
+    block_entries,
+    dir_blocks,
+    ft_to_dt,
+    get_cache,
+    hash_version,
+    is_dx_node,
+    is_hashed,
+)
+from .hash import dx_hash, hash2pos
+from .ondisk import (
+    DX_NODE_ENTRIES_OFFSET,
+    DX_ROOT_ENTRIES_OFFSET,
+    DX_ROOT_INFO_OFFSET,
+    EXT4_DIR_ENTRY_TAIL_FT,
+    EXT4_HTREE_LEVEL,
+    EXT4_HTREE_LEVEL_COMPAT,
+    EXT4_INDEX_FL,
+)
+
+if TYPE_CHECKING:
+    from .inode import Ext4Inode
+
+_DE = struct.Struct("<IHBB")
+_CL = struct.Struct("<HH")
+_DXE = struct.Struct("<II")
+_FT = {S_IFREG: 1, S_IFDIR: 2, S_IFCHR: 3, S_IFBLK: 4, S_IFIFO: 5, S_IFSOCK: 6, S_IFLNK: 7}
+_LEAF_OK = 3  # dir.py's Buffer.private value for a verified leaf
+
+
+def file_type(sb: object, mode: int) -> int:
+    return _FT.get(mode & S_IFMT, 0) if sb.filetype else 0  # type: ignore[attr-defined]
+
+
+def rec_len_needed(name_len: int) -> int:
+    return (8 + name_len + 3) & ~3
+
+
+def _rl_to_disk(n: int) -> int:
+    return 65535 if n == 65536 else n
+
+
+def _rl_from_disk(n: int, bs: int) -> int:
+    if bs == 65536 and n in (65535, 0):
+        return 65536
+    return n
+
+
+class DirState:
+    """Where each name lives (logical block) and each block's largest gap."""
+
+    __slots__ = ("locs", "free")
+
+    def __init__(self, locs: dict[bytes, int], free: list[int]) -> None:
+        self.locs = locs
+        self.free = free
+
+
+# -- one block -----------------------------------------------------------------------------
+def _limit(inode: Ext4Inode) -> int:
+    return inode.sb.blocksize - (12 if inode.sb.metadata_csum else 0)
+
+
+def _walk(data: bytearray, limit: int, bs: int, where: str) -> list[tuple[int, int, int, int]]:
+    """Every record of a leaf block: (offset, inode, rec_len, name_len)."""
+    out = []
+    off = 0
+    while off < limit:
+        if off + 8 > limit:
+            raise corrupted(where, f"directory entry at {off} overruns the block")
+        ino, rl, nl, _ft = _DE.unpack_from(data, off)
+        rl = _rl_from_disk(rl, bs)
+        if rl < 12 or rl & 3 or off + rl > limit or 8 + nl > rl:
+            raise corrupted(where, f"bad directory entry at {off}")
+        out.append((off, ino, rl, nl))
+        off += rl
+    return out
+
+
+def _gap(recs: list[tuple[int, int, int, int]]) -> int:
+    """The largest record a block can still take."""
+    best = 0
+    for _off, ino, rl, nl in recs:
+        slack = rl - rec_len_needed(nl) if ino else rl
+        best = max(best, slack)
+    return best
+
+
+def _finish_leaf(inode: Ext4Inode, buf: object) -> None:
+    """Store a changed leaf block: its checksum tail, dirty."""
+    sb = inode.sb
+    data = buf.data  # type: ignore[attr-defined]
+    if sb.metadata_csum:
+        bs = sb.blocksize
+        _DE.pack_into(data, bs - 12, 0, 12, 0, EXT4_DIR_ENTRY_TAIL_FT)
+        struct.pack_into("<I", data, bs - 4, block_csum(inode.csum_seed, memoryview(data)[:bs - 12]))
+    buf.private = _LEAF_OK  # type: ignore[attr-defined]
+    sb.bcache.mark_dirty(buf)  # type: ignore[arg-type]
+
+
+def _put_entry(data: bytearray, off: int, rl: int, ino: int, name: bytes, ft: int, bs: int) -> None:
+    _DE.pack_into(data, off, ino, _rl_to_disk(rl), len(name), ft)
+    data[off + 8:off + 8 + len(name)] = name
+
+
+def _insert_in_block(inode: Ext4Inode, data: bytearray, name: bytes, ino: int, ft: int,
+                     where: str) -> tuple[int, int] | None:
+    """Put the entry where it fits; (its offset, the block's new largest gap) or None."""
+    bs = inode.sb.blocksize
+    need = rec_len_needed(len(name))
+    recs = _walk(data, _limit(inode), bs, where)
+    for i, (off, cur, rl, nl) in enumerate(recs):
+        if cur:
+            used = rec_len_needed(nl)
+            if rl - used >= need:
+                _DE.pack_into(data, off, cur, _rl_to_disk(used), nl, data[off + 7])
+                _put_entry(data, off + used, rl - used, ino, name, ft, bs)
+                recs[i:i + 1] = [(off, cur, used, nl), (off + used, ino, rl - used, len(name))]
+                return off + used, _gap(recs)
+        elif rl >= need:
+            _put_entry(data, off, rl, ino, name, ft, bs)
+            recs[i] = (off, ino, rl, len(name))
+            return off, _gap(recs)
+    return None
+
+
+def _new_leaf(inode: Ext4Inode) -> bytearray:
+    bs = inode.sb.blocksize
+    data = bytearray(bs)
+    _DE.pack_into(data, 0, 0, _rl_to_disk(_limit(inode)), 0, 0)
+    return data
+
+
+# -- state ----------------------------------------------------------------------------------------
+def _state(inode: Ext4Inode) -> DirState:
+    st = inode.dir_state
+    if st is None:
+        sb = inode.sb
+        bs = sb.blocksize
+        locs: dict[bytes, int] = {}
+        free = [0] * (inode.size // bs)
+        indexed = inode.i_flags & EXT4_INDEX_FL
+        for lblk, pblk, buf in dir_blocks(inode):
+            if indexed and (lblk == 0 or is_dx_node(buf.data, bs)):
+                continue
+            for _off, _ino, name, _ft in block_entries(inode, lblk, pblk, buf):
+                locs[name] = lblk
+            free[lblk] = _gap(_walk(buf.data, _limit(inode), bs,
+                                    f"ext4 directory inode {inode.ino} block {pblk}"))
+        st = inode.dir_state = DirState(locs, free)
+    return st  # type: ignore[return-value]
+
+
+def _block(inode: Ext4Inode, lblk: int) -> object:
+    pblk = inode.bmap(lblk)
+    if not pblk:
+        raise corrupted(f"ext4 directory inode {inode.ino}", f"hole at block {lblk}")
+    return inode.sb.bread(pblk)
+
+
+def _append_block(inode: Ext4Inode) -> tuple[int, object]:
+    """A new block at the end of the directory (ENOSPC, EFBIG at the size limits)."""
+    from . import file as f
+
+    sb = inode.sb
+    bs = sb.blocksize
+    lblk = inode.size // bs
+    f.allocate(inode, lblk, lblk + 1, False)
+    pblk = inode.bmap(lblk)
+    if not pblk:
+        raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+    buf = sb.bcache.getblk(sb.io, pblk, bs)
+    inode.size += bs
+    sb.dirty_inode(inode)
+    st = inode.dir_state
+    if st is not None:
+        st.free.append(0)
+    return lblk, buf
+
+
+# -- the read-side cache ---------------------------------------------------------------------------
+def _cache_add(inode: Ext4Inode, name: bytes, ino: int, ft: int, pos: int) -> None:
+    dc = inode.dir_cache
+    if dc is None:
+        return
+    assert isinstance(dc, DirCache)
+    positions = dc.positions
+    i = bisect.bisect_left(positions, pos)
+    if is_hashed(inode):
+        while i < len(positions) and positions[i] == pos:
+            pos += 1
+            i += 1
+    positions.insert(i, pos)
+    dc.entries.insert(i, (name, ino, ft_to_dt(ft)))
+    dc.remember(name, ino, pos)
+
+
+def _cache_remove(inode: Ext4Inode, name: bytes) -> None:
+    dc = inode.dir_cache
+    if dc is None:
+        return
+    assert isinstance(dc, DirCache)
+    i = dc.index_of(name)
+    if i is not None:
+        del dc.entries[i]
+        del dc.positions[i]
+        dc.forget(name)
+
+
+def _cache_set(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+    dc = inode.dir_cache
+    if dc is None:
+        return
+    assert isinstance(dc, DirCache)
+    i = dc.index_of(name)
+    if i is not None:
+        dc.entries[i] = (name, ino, ft_to_dt(ft))
+        if dc._names is not None:
+            dc._names[name] = ino
+
+
+def _hash_pos(inode: Ext4Inode, name: bytes) -> int:
+    major, minor = dx_hash(name, hash_version(inode), inode.sb.hash_seed)
+    return hash2pos(major, minor)
+
+
+# -- adding ----------------------------------------------------------------------------------------
+def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
+    """Link ``name`` -> ``ino`` into directory ``inode`` (ENOSPC when no block can be had)."""
+    sb = inode.sb
+    ft = file_type(sb, mode)
+    hashed_before = is_hashed(inode)
+    if inode.i_flags & EXT4_INDEX_FL and sb.dir_index:
+        _dx_add(inode, name, ino, ft)
+    else:
+        _linear_add(inode, name, ino, ft)
+    if inode.dir_cache is not None:
+        if is_hashed(inode) != hashed_before:
+            inode.dir_cache = None
+        else:
+            pos = _hash_pos(inode, name) if hashed_before else \
+                inode.dir_state.locs[name] * sb.blocksize + _offset_of(inode, name)  # type: ignore[union-attr]
+            _cache_add(inode, name, ino, ft, pos)
+    sb.dirty_inode(inode)
+
+
+def _offset_of(inode: Ext4Inode, name: bytes) -> int:
+    st = _state(inode)
+    buf = _block(inode, st.locs[name])
+    for off, ino, _rl, nl in _walk(buf.data, _limit(inode), inode.sb.blocksize,  # type: ignore[attr-defined]
+                                    f"ext4 directory inode {inode.ino}"):
+        if ino and buf.data[off + 8:off + 8 + nl] == name:  # type: ignore[attr-defined]
+            return off
+    raise corrupted(f"ext4 directory inode {inode.ino}", f"entry {name!r} vanished")
+
+
+def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+    sb = inode.sb
+    st = _state(inode)
+    need = rec_len_needed(len(name))
+    where = f"ext4 directory inode {inode.ino}"
+    for lblk, gap in enumerate(st.free):
+        if gap >= need:
+            buf = _block(inode, lblk)
+            res = _insert_in_block(inode, buf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+            if res is None:
+                raise corrupted(where, f"block {lblk} has no room it claimed")
+            st.free[lblk] = res[1]
+            st.locs[name] = lblk
+            _finish_leaf(inode, buf)
+            return
+    nblocks = len(st.free)
+    if nblocks == 1 and sb.dir_index and not inode.inline:
+        _make_indexed(inode, name, ino, ft)
+        return
+    lblk, buf = _append_block(inode)
+    data = _new_leaf(inode)
+    res = _insert_in_block(inode, data, name, ino, ft, where)
+    assert res is not None
+    buf.data[:] = data  # type: ignore[attr-defined]
+    st.free[lblk] = res[1]
+    st.locs[name] = lblk
+    _finish_leaf(inode, buf)
+
+
+# -- htree -------------------------------------------------------------------------------------------
+def _levels_max(inode: Ext4Inode) -> int:
+    return EXT4_HTREE_LEVEL if inode.sb.large_dir else EXT4_HTREE_LEVEL_COMPAT
+
+
+def _limits(inode: Ext4Inode) -> tuple[int, int]:
+    bs = inode.sb.blocksize
+    slot = 1 if inode.sb.metadata_csum else 0
+    return (bs - DX_ROOT_ENTRIES_OFFSET) // 8 - slot, (bs - DX_NODE_ENTRIES_OFFSET) // 8 - slot
+
+
+def _read_dx(data: bytearray, off: int) -> list[tuple[int, int]]:
+    _limit_, count = _CL.unpack_from(data, off)
+    vals = struct.unpack_from(f"<{2 * count}I", data, off)
+    return [(0 if i == 0 else vals[2 * i], vals[2 * i + 1] & 0x0FFFFFFF) for i in range(count)]
+
+
+def _write_dx(inode: Ext4Inode, buf: object, off: int, limit: int,
+              entries: list[tuple[int, int]]) -> None:
+    """Store an index node's entries with its count, limit and checksum tail."""
+    data = buf.data  # type: ignore[attr-defined]
+    if len(entries) > limit:
+        raise AssertionError("dx node overflow")
+    _CL.pack_into(data, off, limit, len(entries))
+    struct.pack_into("<I", data, off + 4, entries[0][1])
+    for i in range(1, len(entries)):
+        _DXE.pack_into(data, off + 8 * i, entries[i][0], entries[i][1])
+    end = off + 8 * len(entries)
+    tail = off + 8 * limit
+    data[end:tail] = bytes(tail - end)
+    if inode.sb.metadata_csum:
+        struct.pack_into("<I", data, tail, 0)
+        struct.pack_into("<I", data, tail + 4, dx_csum(inode.csum_seed, data, off, len(entries), tail))
+    inode.sb.bcache.mark_dirty(buf)  # type: ignore[arg-type]
+
+
+def _leaf_hashes(inode: Ext4Inode, data: bytearray) -> list[tuple[int, int, bytes, int, int]]:
+    """Live entries of a leaf as (hash, minor, name, inode, file type), sorted by hash."""
+    sb = inode.sb
+    version = hash_version(inode)
+    out = []
+    for off, ino, _rl, nl in _walk(data, _limit(inode), sb.blocksize,
+                                   f"ext4 directory inode {inode.ino}"):
+        if ino:
+            name = bytes(data[off + 8:off + 8 + nl])
+            major, minor = dx_hash(name, version, sb.hash_seed)
+            out.append((major, minor, name, ino, data[off + 7]))
+    out.sort()
+    return out
+
+
+def _fill_leaf(inode: Ext4Inode, items: list[tuple[int, int, bytes, int, int]]) -> bytearray:
+    data = _new_leaf(inode)
+    bs = inode.sb.blocksize
+    limit = _limit(inode)
+    off = 0
+    for k, (_h, _m, name, ino, ft) in enumerate(items):
+        rl = rec_len_needed(len(name)) if k + 1 < len(items) else limit - off
+        _put_entry(data, off, rl, ino, name, ft, bs)
+        off += rl
+    return data
+
+
+def _split_items(items: list[tuple[int, int, bytes, int, int]]) -> tuple[int, int]:
+    """Where to split a full leaf's sorted entries: (index, hash of the new leaf's index entry)."""
+    total = sum(rec_len_needed(len(t[2])) for t in items)
+    acc = 0
+    m = len(items) // 2
+    for i, t in enumerate(items):
+        acc += rec_len_needed(len(t[2]))
+        if acc > total // 2:
+            m = max(i, 1)
+            break
+    m = min(max(m, 1), len(items) - 1)
+    h = items[m][0]
+    return m, h | (1 if items[m - 1][0] == h else 0)
+
+
+def _make_indexed(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+    """Turn a full one-block directory into an htree with two leaves, then add the entry."""
+    sb = inode.sb
+    bs = sb.blocksize
+    st = _state(inode)
+    buf0 = _block(inode, 0)
+    data0 = buf0.data  # type: ignore[attr-defined]
+    recs = _walk(data0, _limit(inode), bs, f"ext4 directory inode {inode.ino} block 0")
+    if len(recs) < 2 or data0[8:9] != b"." or data0[recs[1][0] + 8:recs[1][0] + 10] != b"..":
+        raise corrupted(f"ext4 directory inode {inode.ino}", "block 0 does not start with . and ..")
+    dot, dotdot = recs[0][1], recs[1][1]
+    items = [t for t in _leaf_hashes(inode, data0) if t[2] not in (b".", b"..")]
+    l1, b1 = _append_block(inode)
+    l2, b2 = _append_block(inode)
+    m, h2 = _split_items(items) if len(items) > 1 else (len(items), 0xFFFFFFFE)
+    b1.data[:] = _fill_leaf(inode, items[:m])  # type: ignore[attr-defined]
+    b2.data[:] = _fill_leaf(inode, items[m:]) if items[m:] else _new_leaf(inode)  # type: ignore[attr-defined]
+    _finish_leaf(inode, b1)
+    _finish_leaf(inode, b2)
+    # the root: ".", ".." spanning the block, dx_root_info, entries
+    root = bytearray(bs)
+    _DE.pack_into(root, 0, dot, 12, 1, file_type(sb, S_IFDIR))
+    root[8:9] = b"."
+    _DE.pack_into(root, 12, dotdot, _rl_to_disk(bs - 12), 2, file_type(sb, S_IFDIR))
+    root[20:22] = b".."
+    version = sb.def_hash_version
+    struct.pack_into("<IBBBB", root, DX_ROOT_INFO_OFFSET, 0, version, 8, 0, 0)
+    data0[:] = root
+    buf0.private = None  # type: ignore[attr-defined]
+    root_limit, _node_limit = _limits(inode)
+    _write_dx(inode, buf0, DX_ROOT_ENTRIES_OFFSET, root_limit, [(0, l1), (h2, l2)])
+    inode.i_flags |= EXT4_INDEX_FL
+    st.locs = {t[2]: l1 for t in items[:m]}
+    st.locs.update({t[2]: l2 for t in items[m:]})
+    st.free = [0] * (inode.size // bs)
+    _dx_add(inode, name, ino, ft)
+
+
+def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+    sb = inode.sb
+    bs = sb.blocksize
+    st = _state(inode)
+    root_limit, node_limit = _limits(inode)
+    buf0 = _block(inode, 0)
+    root = buf0.data  # type: ignore[attr-defined]
+    levels = root[DX_ROOT_INFO_OFFSET + 6]
+    if levels >= _levels_max(inode):
+        raise corrupted(f"ext4 directory inode {inode.ino}", f"htree depth {levels + 1}")
+    major, minor = dx_hash(name, hash_version(inode), sb.hash_seed)
+    # the path: (buffer, entries offset, limit, entries, chosen index)
+    path: list[tuple[object, int, int, list[tuple[int, int]], int]] = []
+    buf, off, limit = buf0, DX_ROOT_ENTRIES_OFFSET, root_limit
+    for level in range(levels + 1):
+        entries = _read_dx(buf.data, off)  # type: ignore[attr-defined]
+        if not entries:
+            raise corrupted(f"ext4 directory inode {inode.ino}", "empty htree node")
+        i = bisect.bisect_right([e[0] for e in entries], major) - 1
+        i = max(i, 0)
+        path.append((buf, off, limit, entries, i))
+        if level < levels:
+            buf, off, limit = _block(inode, entries[i][1]), DX_NODE_ENTRIES_OFFSET, node_limit
+    leaf_lblk = path[-1][3][path[-1][4]][1]
+    leaf = _block(inode, leaf_lblk)
+    where = f"ext4 directory inode {inode.ino} block {leaf_lblk}"
+    res = _insert_in_block(inode, leaf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+    if res is not None:
+        st.locs[name] = leaf_lblk
+        _finish_leaf(inode, leaf)
+        return
+    # split the leaf
+    items = _leaf_hashes(inode, leaf.data)  # type: ignore[attr-defined]
+    m, h2 = _split_items(items)
+    _make_room(inode, path, len(path) - 1)  # may split index nodes or grow the tree
+    nl, nbuf = _append_block(inode)
+    leaf.data[:] = _fill_leaf(inode, items[:m])  # type: ignore[attr-defined]
+    nbuf.data[:] = _fill_leaf(inode, items[m:])  # type: ignore[attr-defined]
+    for t in items[m:]:
+        st.locs[t[2]] = nl
+    # re-find the index node holding the leaf's entry (make_room may have moved it)
+    _insert_index(inode, leaf_lblk, h2, nl)
+    # hashes below the split stay; the split hash itself goes to the new leaf (with the
+    # collision bit a lookup finds it in either)
+    target = (leaf_lblk, leaf) if major < h2 & ~1 else (nl, nbuf)
+    tl, tbuf = target
+    res = _insert_in_block(inode, tbuf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+    if res is None:
+        # the half that should take it is still full (very long names): the other half
+        tl, tbuf = (leaf_lblk, leaf) if tbuf is nbuf else (nl, nbuf)
+        res = _insert_in_block(inode, tbuf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+        if res is None:
+            raise kerr(errno.ENOSPC, f"ext4 directory inode {inode.ino}", "htree leaf full")
+    st.locs[name] = tl
+    _finish_leaf(inode, leaf)
+    _finish_leaf(inode, nbuf)
+
+
+def _find_parent(inode: Ext4Inode, child_lblk: int) -> tuple[list[tuple[object, int, int]], int]:
+    """The chain of index nodes from the root to the one pointing at ``child_lblk``."""
+    root_limit, node_limit = _limits(inode)
+    buf0 = _block(inode, 0)
+    levels = buf0.data[DX_ROOT_INFO_OFFSET + 6]  # type: ignore[attr-defined]
+    # breadth-first over the index (small: at most a few thousand nodes)
+    frontier: list[tuple[list[tuple[object, int, int]], int]] = [([(buf0, DX_ROOT_ENTRIES_OFFSET, root_limit)], 0)]
+    for level in range(levels + 1):
+        nxt = []
+        for chain, _lvl in frontier:
+            buf, off, _lim = chain[-1]
+            for _h, blk in _read_dx(buf.data, off):  # type: ignore[attr-defined]
+                if blk == child_lblk:
+                    return chain, level
+                if level < levels:
+                    nxt.append((chain + [(_block(inode, blk), DX_NODE_ENTRIES_OFFSET, node_limit)], level + 1))
+        frontier = nxt
+    raise corrupted(f"ext4 directory inode {inode.ino}", f"block {child_lblk} is not indexed")
+
+
+def _insert_index(inode: Ext4Inode, after_lblk: int, h: int, new_lblk: int) -> None:
+    """Add (h, new_lblk) right after the entry pointing at ``after_lblk`` (room was made)."""
+    chain, _level = _find_parent(inode, after_lblk)
+    buf, off, limit = chain[-1]
+    entries = _read_dx(buf.data, off)  # type: ignore[attr-defined]
+    i = next(k for k, e in enumerate(entries) if e[1] == after_lblk)
+    entries.insert(i + 1, (h, new_lblk))
+    _write_dx(inode, buf, off, limit, entries)
+
+
+def _make_room(inode: Ext4Inode, path: list[tuple[object, int, int, list[tuple[int, int]], int]],
+               depth: int) -> None:
+    """Ensure the index node at ``path[depth]`` can take one more entry."""
+    sb = inode.sb
+    buf, off, limit, _entries, _i = path[depth]
+    entries = _read_dx(buf.data, off)  # type: ignore[attr-defined]
+    if len(entries) < limit:
+        return
+    root_limit, node_limit = _limits(inode)
+    bs = sb.blocksize
+    if depth == 0:
+        # a full root: move its entries into a new node and grow one level
+        levels = buf.data[DX_ROOT_INFO_OFFSET + 6]  # type: ignore[attr-defined]
+        if levels + 1 >= _levels_max(inode):
+            raise kerr(errno.ENOSPC, f"ext4 directory inode {inode.ino}", "directory index full")
+        nl, nbuf = _append_block(inode)
+        node = bytearray(bs)
+        _DE.pack_into(node, 0, 0, _rl_to_disk(bs), 0, 0)
+        nbuf.data[:] = node  # type: ignore[attr-defined]
+        _write_dx(inode, nbuf, DX_NODE_ENTRIES_OFFSET, node_limit, entries)
+        buf.data[DX_ROOT_INFO_OFFSET + 6] = levels + 1  # type: ignore[attr-defined]
+        _write_dx(inode, buf, off, root_limit, [(0, nl)])
+        return
+    # a full interior node: split it in two, the parent takes the new half
+    _make_room(inode, path, depth - 1)
+    m = len(entries) // 2
+    nl, nbuf = _append_block(inode)
+    node = bytearray(bs)
+    _DE.pack_into(node, 0, 0, _rl_to_disk(bs), 0, 0)
+    nbuf.data[:] = node  # type: ignore[attr-defined]
+    upper = entries[m:]
+    _write_dx(inode, nbuf, DX_NODE_ENTRIES_OFFSET, node_limit, [(0, upper[0][1])] + upper[1:])
+    _write_dx(inode, buf, off, limit, entries[:m])
+    _insert_index(inode, _lblk_of(inode, buf), upper[0][0], nl)
+
+
+def _lblk_of(inode: Ext4Inode, buf: object) -> int:
+    pblk = buf.blocknr  # type: ignore[attr-defined]
+    for s, n, p, _u in inode.runs():
+        if p <= pblk < p + n:
+            return s + pblk - p
+    raise corrupted(f"ext4 directory inode {inode.ino}", f"block {pblk} not in the directory")
+
+
+# -- removing and retargeting -------------------------------------------------------------------------
+def _locate(inode: Ext4Inode, name: bytes) -> tuple[object, int, list[tuple[int, int, int, int]], int]:
+    st = _state(inode)
+    lblk = st.locs.get(name)
+    if lblk is None:
+        raise kerr(errno.ENOENT, name)
+    buf = _block(inode, lblk)
+    data = buf.data  # type: ignore[attr-defined]
+    recs = _walk(data, _limit(inode), inode.sb.blocksize, f"ext4 directory inode {inode.ino}")
+    for k, (off, ino, _rl, nl) in enumerate(recs):
+        if ino and data[off + 8:off + 8 + nl] == name:
+            return buf, lblk, recs, k
+    raise corrupted(f"ext4 directory inode {inode.ino}", f"entry {name!r} is not where expected")
+
+
+def delete_entry(inode: Ext4Inode, name: bytes) -> None:
+    """Remove ``name`` from directory ``inode``."""
+    st = _state(inode)
+    buf, lblk, recs, k = _locate(inode, name)
+    data = buf.data  # type: ignore[attr-defined]
+    off, _ino, rl, _nl = recs[k]
+    if k > 0:
+        poff, pino, prl, pnl = recs[k - 1]
+        _DE.pack_into(data, poff, pino, _rl_to_disk(prl + rl), pnl, data[poff + 7])
+        recs[k - 1:k + 1] = [(poff, pino, prl + rl, pnl)]
+    else:
+        struct.pack_into("<I", data, off, 0)
+        recs[k] = (off, 0, rl, _nl)
+    del st.locs[name]
+    st.free[lblk] = _gap(recs)
+    _finish_leaf(inode, buf)
+    _cache_remove(inode, name)
+    inode.sb.dirty_inode(inode)
+
+
+def set_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
+    """Point the existing entry ``name`` at another inode (rename over, "..")."""
+    ft = file_type(inode.sb, mode)
+    if name == b"..":
+        _set_dotdot(inode, ino, ft)
+        return
+    buf, _lblk, recs, k = _locate(inode, name)
+    off = recs[k][0]
+    data = buf.data  # type: ignore[attr-defined]
+    struct.pack_into("<I", data, off, ino)
+    data[off + 7] = ft
+    _finish_leaf(inode, buf)
+    _cache_set(inode, name, ino, ft)
+
+
+def _set_dotdot(inode: Ext4Inode, ino: int, ft: int) -> None:
+    buf = _block(inode, 0)
+    data = buf.data  # type: ignore[attr-defined]
+    if data[20:22] != b".." or data[8:9] != b".":
+        raise corrupted(f"ext4 directory inode {inode.ino}", "block 0 does not start with . and ..")
+    struct.pack_into("<I", data, 12, ino)
+    data[19] = ft
+    if inode.i_flags & EXT4_INDEX_FL:
+        sb = inode.sb
+        root_limit, _n = _limits(inode)
+        _write_dx(inode, buf, DX_ROOT_ENTRIES_OFFSET, root_limit,
+                  _read_dx(data, DX_ROOT_ENTRIES_OFFSET))
+        del sb
+    else:
+        _finish_leaf(inode, buf)
+    dc = inode.dir_cache
+    if dc is not None:
+        assert isinstance(dc, DirCache)
+        dc.entries[1] = (b"..", ino, dc.entries[1][2])
+
+
+def is_empty(inode: Ext4Inode) -> bool:
+    """Only "." and ".." left."""
+    dc = get_cache(inode)
+    return len(dc.entries) <= 2
+
+
+def init_dir_block(inode: Ext4Inode, data: bytearray, parent: int) -> None:
+    """The first block of a new directory: "." and ".." (and the checksum tail)."""
+    sb = inode.sb
+    ft = file_type(sb, S_IFDIR)
+    _DE.pack_into(data, 0, inode.ino, 12, 1, ft)
+    data[8:9] = b"."
+    _DE.pack_into(data, 12, parent, _rl_to_disk(_limit(inode) - 12), 2, ft)
+    data[20:22] = b".."

@@ -1,0 +1,362 @@
+"""File data on a read-write mount (fs/ext4/inode.c, extents.c, file.c: the write side).
+
+An inode's block map is kept in memory as sorted runs ``(logical block,
+count, physical block, unwritten)`` (what the read side flattens from the
+extent tree or the indirect blocks). Writes, truncation and fallocate change
+the runs and note the range they touched; at the end of the transaction
+``store_map`` writes the map back: the extent tree is rebuilt packed, only
+the touched indirect blocks are rewritten.
+
+Data goes straight to the device, around the buffer cache, before the
+metadata that points to it is written (ordered mode). New blocks are written
+whole: the parts of a block a write does not cover are zeros, so nothing
+stale from a freed block can show. Holes stay holes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+from typing import TYPE_CHECKING
+
+from ...errors import kerr
+from ...uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
+from .extents import store_extents, tree_blocks
+from .indirect import store_indirect
+from .ondisk import EXT4_EXTENTS_FL
+
+if TYPE_CHECKING:
+    from .inode import Ext4Inode
+
+Run = tuple[int, int, int, bool]
+_MAX_INDIRECT_BLOCK = 12 + 1024 + 1024 ** 2 + 1024 ** 3  # an upper bound; the real one is per size
+
+
+# -- the in-memory map ------------------------------------------------------------------------
+def _touch(inode: Ext4Inode, lo: int, hi: int) -> None:
+    """Note that the map changed over logical blocks [lo, hi)."""
+    inode.map_lo = min(inode.map_lo, lo)
+    inode.map_hi = max(inode.map_hi, hi)
+    inode.sb.dirty_inode(inode)
+
+
+def _set_runs(inode: Ext4Inode, runs: list[Run]) -> None:
+    inode._runs = runs
+    inode._starts = [r[0] for r in runs]
+
+
+def _merge(runs: list[Run]) -> list[Run]:
+    out: list[Run] = []
+    for r in runs:
+        if out:
+            s, n, p, u = out[-1]
+            if s + n == r[0] and p + n == r[2] and u == r[3]:
+                out[-1] = (s, n + r[1], p, u)
+                continue
+        out.append(r)
+    return out
+
+
+def _split_at(runs: list[Run], starts: list[int], lblk: int) -> int:
+    """Split the run containing ``lblk`` so a run starts there; index of that run (or the
+    insertion point)."""
+    i = bisect.bisect_right(starts, lblk) - 1
+    if i >= 0:
+        s, n, p, u = runs[i]
+        if s < lblk < s + n:
+            runs[i] = (s, lblk - s, p, u)
+            runs.insert(i + 1, (lblk, s + n - lblk, p + lblk - s, u))
+            starts.insert(i + 1, lblk)
+            return i + 1
+        if lblk < s + n:
+            return i
+    return i + 1
+
+
+def punch(inode: Ext4Inode, start: int, end: int) -> None:
+    """Unmap logical blocks [start, end) and free them."""
+    runs = list(inode.runs())
+    starts = [r[0] for r in runs]
+    a = _split_at(runs, starts, start)
+    b = _split_at(runs, starts, end)
+    gone = runs[a:b]
+    if not gone:
+        return
+    del runs[a:b]
+    alloc = inode.sb.alloc
+    freed = 0
+    for _s, n, p, _u in gone:
+        alloc.free_blocks(p, n)
+        freed += n
+    inode.blocks -= freed * (inode.sb.blocksize >> 9)
+    _set_runs(inode, _merge(runs))
+    _touch(inode, start, end)
+
+
+def _insert(inode: Ext4Inode, lblk: int, n: int, pblk: int, unwritten: bool) -> None:
+    runs = inode.runs()
+    i = bisect.bisect_right(inode._starts, lblk)
+    new = runs[:i] + [(lblk, n, pblk, unwritten)] + runs[i:]
+    lo, hi = max(i - 1, 0), i + 2
+    new[lo:hi] = _merge(new[lo:hi])
+    _set_runs(inode, new)
+    inode.blocks += n * (inode.sb.blocksize >> 9)
+    _touch(inode, lblk, lblk + n)
+
+
+def _holes(inode: Ext4Inode, start: int, end: int) -> list[tuple[int, int]]:
+    """Unmapped ranges [a, b) within [start, end)."""
+    out = []
+    pos = start
+    for ext in inode.extents(start, end):
+        if ext.lblk > pos:
+            out.append((pos, min(ext.lblk, end)))
+        pos = max(pos, ext.lblk + ext.count)
+        if pos >= end:
+            break
+    if pos < end:
+        out.append((pos, end))
+    return out
+
+
+def _goal(inode: Ext4Inode, lblk: int) -> int:
+    """Where to put logical block ``lblk``: after the run before it, or in the inode's group."""
+    runs = inode.runs()
+    i = bisect.bisect_right(inode._starts, lblk) - 1
+    if i >= 0:
+        s, _n, p, _u = runs[i]
+        return p + lblk - s
+    sb = inode.sb
+    g = (inode.ino - 1) // sb.inodes_per_group
+    return sb.group_first_block(g)
+
+
+def allocate(inode: Ext4Inode, start: int, end: int, unwritten: bool) -> list[tuple[int, int, int]]:
+    """Map every hole in [start, end); the new (lblk, count, pblk) runs.
+
+    On ENOSPC what was allocated stays mapped and the error is raised only if
+    nothing could be; callers check how far the mapping reaches.
+    """
+    sb = inode.sb
+    if not inode.i_flags & EXT4_EXTENTS_FL:
+        limit = _indirect_limit(inode)
+        if end > limit:
+            raise kerr(errno.EFBIG, f"ext4 inode {inode.ino}", "beyond the indirect map's reach")
+    out = []
+    for a, b in _holes(inode, start, end):
+        while a < b:
+            try:
+                pblk, n = sb.alloc.alloc_blocks(_goal(inode, a), b - a)
+            except OSError:
+                if out:
+                    return out
+                raise
+            _insert(inode, a, n, pblk, unwritten)
+            out.append((a, n, pblk))
+            a += n
+    return out
+
+
+def _indirect_limit(inode: Ext4Inode) -> int:
+    per = inode.sb.blocksize // 4
+    return 12 + per + per ** 2 + per ** 3
+
+
+def convert_written(inode: Ext4Inode, start: int, end: int) -> None:
+    """Mark unwritten runs inside [start, end) written (their data is being written)."""
+    runs = list(inode.runs())
+    starts = [r[0] for r in runs]
+    a = _split_at(runs, starts, start)
+    b = _split_at(runs, starts, end)
+    changed = False
+    for i in range(a, b):
+        s, n, p, u = runs[i]
+        if u:
+            runs[i] = (s, n, p, False)
+            changed = True
+    if changed:
+        _set_runs(inode, _merge(runs))
+        _touch(inode, start, end)
+
+
+# -- storing the map --------------------------------------------------------------------------
+def store_map(inode: Ext4Inode) -> None:
+    """Write the changed block map to its tree (extents) or indirect blocks."""
+    if inode.map_lo >= inode.map_hi:
+        return
+    sb = inode.sb
+    bs = sb.blocksize
+
+    def alloc_meta(goal: int) -> int:
+        return sb.alloc.alloc_blocks(goal, 1, metadata=True)[0]
+
+    if inode.i_flags & EXT4_EXTENTS_FL:
+        if inode.tblocks is None:
+            inode.tblocks = tree_blocks(inode)
+        old = inode.tblocks
+        root, blocks = store_extents(inode, inode.runs(), old, alloc_meta)
+        inode.blocks += (len(blocks) - len(old)) * (bs >> 9)
+        inode.tblocks = blocks
+        inode.i_block = root
+    else:
+        runs = inode.runs()
+        starts = inode._starts
+
+        def lookup(lb: int) -> int:
+            i = bisect.bisect_right(starts, lb) - 1
+            if i >= 0:
+                s, n, p, _u = runs[i]
+                if lb < s + n:
+                    return p + lb - s
+            return 0
+
+        def any_mapped(a: int, b: int) -> bool:
+            i = bisect.bisect_right(starts, a) - 1
+            if i >= 0 and runs[i][0] + runs[i][1] > a:
+                return True
+            return i + 1 < len(runs) and runs[i + 1][0] < b
+
+        delta = store_indirect(inode, lookup, any_mapped, inode.map_lo, inode.map_hi, alloc_meta)
+        inode.blocks += delta * (bs >> 9)
+    inode.map_lo, inode.map_hi = 1 << 62, 0
+
+
+# -- data I/O ---------------------------------------------------------------------------------------
+def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -> int:
+    """Write ``data`` at ``offset``; short on ENOSPC (ENOSPC if nothing fit)."""
+    sb = inode.sb
+    bs = sb.blocksize
+    mv = memoryview(data).cast("B")
+    end = offset + len(mv)
+    first, last = offset // bs, (end + bs - 1) // bs
+    old_size = inode.size
+    fresh: set[int] = set()  # logical blocks with no old content (new or unwritten)
+    for ext in inode.extents(first, last):
+        if ext.unwritten:
+            fresh.update(range(max(ext.lblk, first), min(ext.lblk + ext.count, last)))
+    new = allocate(inode, first, last, False)
+    for a, n, _p in new:
+        fresh.update(range(a, a + n))
+    # how far the mapping reaches (ENOSPC may have stopped it)
+    reach = first
+    for ext in inode.extents(first, last):
+        if ext.lblk > reach:
+            break
+        reach = ext.lblk + ext.count
+    reach = min(reach, last)
+    if reach <= first:
+        raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+    end = min(end, reach * bs)
+    if old_size < offset and old_size % bs:
+        zero_tail(inode, old_size)
+    # build the block-aligned image of [first, reach) and write it mapped run by run
+    buf = bytearray((reach - first) * bs)
+    head = offset - first * bs
+    buf[head:head + end - offset] = mv[:end - offset]
+    edge = {first, reach - 1}
+    for lb in edge:
+        if lb in fresh:
+            continue
+        lo = (lb - first) * bs
+        covered_lo, covered_hi = max(offset, lb * bs), min(end, (lb + 1) * bs)
+        if covered_lo == lb * bs and covered_hi == (lb + 1) * bs:
+            continue
+        old = inode.read_block(lb)
+        if covered_lo > lb * bs:
+            buf[lo:covered_lo - first * bs] = old[:covered_lo - lb * bs]
+        if covered_hi < (lb + 1) * bs:
+            buf[covered_hi - first * bs:lo + bs] = old[covered_hi - lb * bs:]
+    view = memoryview(buf)
+    for ext in inode.extents(first, reach):
+        s, e = max(ext.lblk, first), min(ext.lblk + ext.count, reach)
+        sb.io.write((ext.pblk + s - ext.lblk) * bs, view[(s - first) * bs:(e - first) * bs])
+    if fresh:
+        convert_written(inode, first, reach)
+    if end > inode.size:
+        inode.size = end
+        sb.dirty_inode(inode)
+    return end - offset
+
+
+def zero_tail(inode: Ext4Inode, size: int) -> None:
+    """Zero the bytes of the block holding offset ``size`` that lie at and after it."""
+    sb = inode.sb
+    bs = sb.blocksize
+    lb, within = divmod(size, bs)
+    if not within:
+        return
+    for ext in inode.extents(lb, lb + 1):
+        if ext.unwritten or ext.lblk > lb:
+            return
+        sb.io.write((ext.pblk + lb - ext.lblk) * bs + within, bytes(bs - within))
+
+
+def truncate(inode: Ext4Inode, size: int) -> None:
+    """Set the file size, freeing the blocks past the new end."""
+    sb = inode.sb
+    bs = sb.blocksize
+    old = inode.size
+    if size < old:
+        zero_tail(inode, size)
+        punch(inode, (size + bs - 1) // bs, max((old + bs - 1) // bs, _map_end(inode)))
+    elif size > old:
+        zero_tail(inode, old)
+    inode.size = size
+    sb.dirty_inode(inode)
+
+
+def _map_end(inode: Ext4Inode) -> int:
+    runs = inode.runs()
+    return runs[-1][0] + runs[-1][1] if runs else 0
+
+
+def fallocate(inode: Ext4Inode, mode: int, offset: int, length: int) -> None:
+    """Preallocate (unwritten extents), punch a hole or zero a range."""
+    sb = inode.sb
+    bs = sb.blocksize
+    end = offset + length
+    if not inode.i_flags & EXT4_EXTENTS_FL and not mode & FALLOC_FL_PUNCH_HOLE:
+        raise kerr(errno.EOPNOTSUPP, f"ext4 inode {inode.ino}",
+                   "preallocation needs an extent-mapped file")
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE):
+        stop = min(end, inode.size) if mode & FALLOC_FL_PUNCH_HOLE else end
+        if stop > offset:
+            a, b = (offset + bs - 1) // bs, stop // bs
+            if a > b:  # inside one block
+                _zero_bytes(inode, offset, stop)
+            else:
+                _zero_bytes(inode, offset, a * bs)
+                _zero_bytes(inode, b * bs, stop)
+                if b > a:
+                    punch(inode, a, b)
+                    if mode & FALLOC_FL_ZERO_RANGE:
+                        allocate(inode, a, b, True)
+                        if _holes(inode, a, b):
+                            raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            return
+    else:
+        first, last = offset // bs, (end + bs - 1) // bs
+        allocate(inode, first, last, True)
+        if _holes(inode, first, last):
+            raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+    if not mode & FALLOC_FL_KEEP_SIZE and end > inode.size:
+        zero_tail(inode, inode.size)
+        inode.size = end
+        sb.dirty_inode(inode)
+
+
+def _zero_bytes(inode: Ext4Inode, start: int, stop: int) -> None:
+    """Zero [start, stop) of written blocks in place (within one block or across a few)."""
+    if stop <= start:
+        return
+    sb = inode.sb
+    bs = sb.blocksize
+    pos = start
+    while pos < stop:
+        lb = pos // bs
+        e = min(stop, (lb + 1) * bs)
+        for ext in inode.extents(lb, lb + 1):
+            if not ext.unwritten and ext.lblk <= lb:
+                sb.io.write((ext.pblk + lb - ext.lblk) * bs + pos - lb * bs, bytes(e - pos))
+        pos = e
