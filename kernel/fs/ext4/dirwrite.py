@@ -202,7 +202,7 @@ def _append_block(inode: Ext4Inode) -> tuple[int, object]:
     inode.size += bs
     sb.dirty_inode(inode)
     st = inode.dir_state
-    if st is not None:
+    if isinstance(st, DirState):
         st.free.append(0)
     return lblk, buf
 
@@ -268,7 +268,7 @@ def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
             inode.dir_cache = None
         else:
             pos = _hash_pos(inode, name) if hashed_before else \
-                inode.dir_state.locs[name] * sb.blocksize + _offset_of(inode, name)  # type: ignore[union-attr]
+                _state(inode).locs[name] * sb.blocksize + _offset_of(inode, name)
             _cache_add(inode, name, ino, ft, pos)
     sb.dirty_inode(inode)
 
@@ -430,7 +430,6 @@ def _make_indexed(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
 
 def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     sb = inode.sb
-    bs = sb.blocksize
     st = _state(inode)
     root_limit, node_limit = _limits(inode)
     buf0 = _block(inode, 0)
@@ -492,7 +491,8 @@ def _find_parent(inode: Ext4Inode, child_lblk: int) -> tuple[list[tuple[object, 
     buf0 = _block(inode, 0)
     levels = buf0.data[DX_ROOT_INFO_OFFSET + 6]  # type: ignore[attr-defined]
     # breadth-first over the index (small: at most a few thousand nodes)
-    frontier: list[tuple[list[tuple[object, int, int]], int]] = [([(buf0, DX_ROOT_ENTRIES_OFFSET, root_limit)], 0)]
+    Chain = list[tuple[object, int, int]]
+    frontier: list[tuple[Chain, int]] = [([(buf0, DX_ROOT_ENTRIES_OFFSET, root_limit)], 0)]
     for level in range(levels + 1):
         nxt = []
         for chain, _lvl in frontier:
@@ -501,7 +501,8 @@ def _find_parent(inode: Ext4Inode, child_lblk: int) -> tuple[list[tuple[object, 
                 if blk == child_lblk:
                     return chain, level
                 if level < levels:
-                    nxt.append((chain + [(_block(inode, blk), DX_NODE_ENTRIES_OFFSET, node_limit)], level + 1))
+                    node = (_block(inode, blk), DX_NODE_ENTRIES_OFFSET, node_limit)
+                    nxt.append((chain + [node], level + 1))
         frontier = nxt
     raise corrupted(f"ext4 directory inode {inode.ino}", f"block {child_lblk} is not indexed")
 

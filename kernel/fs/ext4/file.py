@@ -142,7 +142,7 @@ def allocate(inode: Ext4Inode, start: int, end: int, unwritten: bool) -> list[tu
         limit = _indirect_limit(inode)
         if end > limit:
             raise kerr(errno.EFBIG, f"ext4 inode {inode.ino}", "beyond the indirect map's reach")
-    out = []
+    out: list[tuple[int, int, int]] = []
     for a, b in _holes(inode, start, end):
         while a < b:
             try:
@@ -285,10 +285,21 @@ def zero_tail(inode: Ext4Inode, size: int) -> None:
     lb, within = divmod(size, bs)
     if not within:
         return
+    _patch(inode, lb, within, bs)
+
+
+def _patch(inode: Ext4Inode, lb: int, start: int, stop: int) -> None:
+    """Zero bytes [start, stop) of logical block ``lb`` if it is mapped and written
+    (the device takes whole sectors: the block is read, patched and written back)."""
+    sb = inode.sb
+    bs = sb.blocksize
     for ext in inode.extents(lb, lb + 1):
         if ext.unwritten or ext.lblk > lb:
             return
-        sb.io.write((ext.pblk + lb - ext.lblk) * bs + within, bytes(bs - within))
+        where = (ext.pblk + lb - ext.lblk) * bs
+        block = bytearray(sb.io.read(where, bs))
+        block[start:stop] = bytes(stop - start)
+        sb.io.write(where, block)
 
 
 def truncate(inode: Ext4Inode, size: int) -> None:
@@ -298,14 +309,14 @@ def truncate(inode: Ext4Inode, size: int) -> None:
     old = inode.size
     if size < old:
         zero_tail(inode, size)
-        punch(inode, (size + bs - 1) // bs, max((old + bs - 1) // bs, _map_end(inode)))
+        punch(inode, (size + bs - 1) // bs, max((old + bs - 1) // bs, map_end(inode)))
     elif size > old:
         zero_tail(inode, old)
     inode.size = size
     sb.dirty_inode(inode)
 
 
-def _map_end(inode: Ext4Inode) -> int:
+def map_end(inode: Ext4Inode) -> int:
     runs = inode.runs()
     return runs[-1][0] + runs[-1][1] if runs else 0
 
@@ -356,7 +367,5 @@ def _zero_bytes(inode: Ext4Inode, start: int, stop: int) -> None:
     while pos < stop:
         lb = pos // bs
         e = min(stop, (lb + 1) * bs)
-        for ext in inode.extents(lb, lb + 1):
-            if not ext.unwritten and ext.lblk <= lb:
-                sb.io.write((ext.pblk + lb - ext.lblk) * bs + pos - lb * bs, bytes(e - pos))
+        _patch(inode, lb, pos - lb * bs, e - lb * bs)
         pos = e

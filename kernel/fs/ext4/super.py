@@ -412,9 +412,11 @@ class Ext4Super(SuperBlock):
     def _check_orphans(self) -> None:
         """Count orphans (left for e2fsck or a read-write mount: this mount writes nothing)."""
         count = 0
+        if self.noload:
+            return
         ino = self.es.s_last_orphan
         seen: set[int] = set()
-        while ino and not self.noload:
+        while ino:
             if ino in seen or not 1 <= ino <= self.inodes_count:
                 log.warning("ext4: orphan list is damaged at inode %d; ignored", ino)
                 break
@@ -509,7 +511,7 @@ class Ext4Super(SuperBlock):
         ro_unsafe = {RO_COMPAT_BIGALLOC: "bigalloc", RO_COMPAT_QUOTA: "quota",
                      RO_COMPAT_PROJECT: "project", RO_COMPAT_READONLY: "read-only",
                      RO_COMPAT_SHARED_BLOCKS: "shared_blocks", RO_COMPAT_HAS_SNAPSHOT: "snapshot",
-                     RO_COMPAT_ORPHAN_PRESENT: "orphan_present", RO_COMPAT_REPLICA: "replica",
+                     RO_COMPAT_REPLICA: "replica",
                      RO_COMPAT_VERITY: "verity"}
         names = [n for bit, n in unsafe.items() if self.incompat & bit]
         names += [n for bit, n in ro_unsafe.items() if self.ro_compat & bit]
@@ -584,6 +586,7 @@ class Ext4Super(SuperBlock):
 
     def _start_writing(self) -> None:
         """Make the mount writable: allocator, orphan cleanup, superblock marked in use."""
+        assert self.bdev is not None
         self.io = self.bdev
         self.alloc = Allocator(self)
         self.dir_nlink = bool(self.ro_compat & RO_COMPAT_DIR_NLINK)
@@ -603,20 +606,29 @@ class Ext4Super(SuperBlock):
         from . import file as f
         from . import write as w
 
+        if self.noload:
+            return
+        todo: list[int] = []
         ino = self.es.s_last_orphan
         seen: set[int] = set()
-        while ino and not self.noload:
+        while ino:
             if ino in seen or not 1 <= ino <= self.inodes_count:
                 log.warning("ext4: orphan list is damaged at inode %d; left for e2fsck", ino)
                 break
             seen.add(ino)
+            todo.append(ino)
+            ino = struct.unpack_from("<I", self.read_inode_raw(ino), 0x14)[0]
+        todo += self._drain_orphan_file()
+        for ino in todo:
             raw = self.read_inode_raw(ino)
-            nxt = struct.unpack_from("<I", raw, 0x14)[0]
             links = struct.unpack_from("<H", raw, 0x1A)[0]
             if links:
                 inode = self.get_inode(ino)
                 inode.orphan_next = 0
-                f.truncate(inode, inode.size)
+                bs = self.blocksize
+                end = f.map_end(inode)
+                if inode.is_reg and end * bs > inode.size:  # a truncate the crash cut short
+                    f.punch(inode, (inode.size + bs - 1) // bs, end)
                 self.dirty_inode(inode)
             else:
                 try:
@@ -629,9 +641,34 @@ class Ext4Super(SuperBlock):
                 inode.raw = raw
                 inode.nlink = 0
                 w.evict(inode)
-            ino = nxt
-        if self.es.s_last_orphan:
-            log.info("ext4: cleaned up %d orphan inode(s)", len(seen))
+        if todo:
+            log.info("ext4: cleaned up %d orphan inode(s)", len(todo))
+
+    def _drain_orphan_file(self) -> list[int]:
+        """Take every inode number out of the orphan file (emptying its slots)."""
+        if not (self.compat & COMPAT_ORPHAN_FILE and self.es.s_orphan_file_inum):
+            return []
+        inode = self._load_inode(self.es.s_orphan_file_inum)
+        bs = self.blocksize
+        per = (bs - 8) // 4
+        out: list[int] = []
+        self._orphan_file_count()  # verifies every block
+        for lblk in range(inode.size // bs):
+            pblk = inode.bmap(lblk)
+            buf = self.bread(pblk)
+            data = buf.data
+            entries = struct.unpack_from(f"<{per}I", data, 0)
+            live = [x for x in entries if x]
+            if not live:
+                continue
+            out += [x for x in live if 1 <= x <= self.inodes_count]
+            data[:per * 4] = bytes(per * 4)
+            if self.metadata_csum:
+                struct.pack_into("<I", data, bs - 4, ck.orphan_block_csum(
+                    self.csum_seed, inode.ino, inode.generation, pblk, data, bs - 8))
+            self.bcache.mark_dirty(buf)
+        self.ro_compat &= ~RO_COMPAT_ORPHAN_PRESENT
+        return out
 
     def dirty_inode(self, inode: Ext4Inode) -> None:
         """Note a changed inode: it is stored when the transaction ends."""

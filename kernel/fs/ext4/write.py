@@ -213,7 +213,7 @@ def _destroy(inode: Ext4Inode) -> None:
     sb = inode.sb
     was_dir = inode.is_dir
     if inode.is_reg or inode.is_dir or (inode.is_lnk and not inode.is_fast_symlink()):
-        fmod.punch(inode, 0, max(fmod._map_end(inode), 1))
+        fmod.punch(inode, 0, max(fmod.map_end(inode), 1))
     if inode.file_acl:
         xa.release_block(inode, inode.file_acl)
         inode.file_acl = 0

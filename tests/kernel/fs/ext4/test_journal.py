@@ -58,18 +58,6 @@ def test_noload_skips_replay(tmp_path) -> None:
         assert diff_manifests(project(got), project(exp["tree"])) != []
 
 
-def test_read_write_mount_refused(tmp_path) -> None:
-    img = unpack("dirty", tmp_path)
-    before = hashlib.sha256(img.read_bytes()).hexdigest()
-    with Kernel(mb=32) as k:
-        disk = k.disk_add(img)
-        with pytest.raises(OSError) as e:
-            k.mount_dev(disk)
-        assert e.value.errno == errno.EROFS and "not supported yet" in str(e.value)
-        k.mount_dev(disk, flags=kernel.MS_RDONLY)  # a writable disk, mounted read-only
-    assert hashlib.sha256(img.read_bytes()).hexdigest() == before
-
-
 def test_bad_mount_option(tmp_path) -> None:
     img = unpack("ext2", tmp_path)
     with Kernel(mb=32) as k:

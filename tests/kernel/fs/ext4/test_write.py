@@ -1,0 +1,475 @@
+"""The ext4 write path: every operation through kernel.sys on images made by mkfs.ext4, then
+e2fsck -fn clean and the tree read back (by our kernel, by debugfs and by the host kernel)
+equal to what was written."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from ext4util import unpack
+from helpers import LoopMount, need_root, need_tool, run
+from treeutil import diff_manifests, host_manifest, kernel_manifest, project
+
+import kernel
+from kernel import Kernel
+
+# (label, mkfs arguments, size in MiB): the defaults and the older layouts
+CONFIGS = {
+    "ext4": (["-t", "ext4"], 64),
+    "ext4-1k": (["-t", "ext4", "-b", "1024", "-I", "128"], 32),
+    "ext4-32bit": (["-t", "ext4", "-O", "^64bit,^metadata_csum,uninit_bg"], 64),
+    "ext3": (["-t", "ext3"], 32),
+    "ext2": (["-t", "ext2"], 32),
+}
+FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "target", "nlink", "rdev", "links")
+
+
+def mkfs(path: Path, config: str, extra: list[str] | None = None) -> Path:
+    need_tool("mke2fs")
+    args, mib = CONFIGS[config]
+    with open(path, "wb") as f:
+        f.truncate(mib << 20)
+    run("mke2fs", "-q", "-F", *args, *(extra or []), path)
+    return path
+
+
+def fsck(img: Path) -> str:
+    """e2fsck -fn must find nothing; returns its output."""
+    need_tool("e2fsck")
+    proc = subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def mount_rw(k: Kernel, img: Path) -> str:
+    return k.mount_dev(k.disk_add(img, readonly=False))
+
+
+def write_file(s, path: str, data: bytes, flags: int = 0) -> None:
+    fd = s.open(path, kernel.O_CREAT | kernel.O_WRONLY | kernel.O_TRUNC | flags, 0o644)
+    try:
+        pos = 0
+        while pos < len(data):
+            pos += s.write(fd, data[pos:pos + (1 << 20)])
+    finally:
+        s.close(fd)
+
+
+def read_file(s, path: str) -> bytes:
+    fd = s.open(path, kernel.O_RDONLY)
+    try:
+        out = []
+        while chunk := s.read(fd, 1 << 20):
+            out.append(chunk)
+        return b"".join(out)
+    finally:
+        s.close(fd)
+
+
+def listdir(s, path: str) -> list[bytes]:
+    fd = s.open(path, kernel.O_RDONLY | kernel.O_DIRECTORY)
+    out = []
+    try:
+        while batch := s.getdents64(fd, 32768):
+            out.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))
+    finally:
+        s.close(fd)
+    return out
+
+
+def populate(s, root: str, host: Path) -> None:
+    """The same tree through kernel.sys and on the host."""
+    rnd = hashlib.sha256(b"seed")
+
+    def data(n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            nonlocal rnd
+            rnd = hashlib.sha256(rnd.digest())
+            out += rnd.digest() * 64
+        return bytes(out[:n])
+
+    def both(rel: str, fn_k, fn_h) -> None:
+        fn_k(f"{root}/{rel}")
+        fn_h(host / rel)
+
+    both("d", lambda p: s.mkdir(p, 0o755), lambda p: p.mkdir(0o755))
+    both("d/sub", lambda p: (s.mkdir(p, 0o755), s.chmod(p, 0o2750)),
+         lambda p: (p.mkdir(), os.chmod(p, 0o2750)))
+    for i, n in enumerate((0, 1, 4095, 4096, 4097, 70000, 1 << 20, 3 * (1 << 20) + 17)):
+        body = data(n)
+        both(f"d/f{i}", lambda p, b=body: write_file(s, p, b), lambda p, b=body: p.write_bytes(b))
+    # a sparse file: data, a hole, data past 1 GiB
+    both("sparse", lambda p: write_file(s, p, b"head"), lambda p: p.write_bytes(b"head"))
+    for off in (5 << 20, 1 << 30):
+        fd = s.open(f"{root}/sparse", kernel.O_WRONLY)
+        s.pwrite(fd, b"tail" * 100, off)
+        s.close(fd)
+        with open(host / "sparse", "r+b") as f:
+            f.seek(off)
+            f.write(b"tail" * 100)
+    both("many", lambda p: s.mkdir(p, 0o755), lambda p: p.mkdir())
+    for i in range(400):
+        name = f"many/entry-{i:05d}-" + "x" * (i % 50)
+        both(name, lambda p, i=i: write_file(s, p, str(i).encode()),
+             lambda p, i=i: p.write_bytes(str(i).encode()))
+    for i in range(0, 400, 3):
+        name = f"many/entry-{i:05d}-" + "x" * (i % 50)
+        both(name, s.unlink, os.unlink)
+    both("fast", lambda p: s.symlink(b"d/f1", p), lambda p: os.symlink("d/f1", p))
+    both("slow", lambda p: s.symlink(b"/" + b"y" * 300, p), lambda p: os.symlink("/" + "y" * 300, p))
+    both("hard", lambda p: s.link(f"{root}/d/f2", p), lambda p: os.link(host / "d/f2", p))
+    both("fifo", lambda p: s.mknod(p, 0o10644, 0), lambda p: os.mkfifo(p, 0o644))
+    both("chr", lambda p: s.mknod(p, 0o20600, os.makedev(1, 3)),
+         lambda p: os.mknod(p, 0o20600, os.makedev(1, 3)))
+    both("blk", lambda p: s.mknod(p, 0o60600, os.makedev(259, 70000)),
+         lambda p: os.mknod(p, 0o60600, os.makedev(259, 70000)))
+    both("d/renamed", lambda p: s.rename(f"{root}/d/f3", p), lambda p: os.rename(host / "d/f3", p))
+    both("moved-dir", lambda p: s.rename(f"{root}/d/sub", p), lambda p: os.rename(host / "d/sub", p))
+    both("d/f5", lambda p: s.truncate(p, 10000), lambda p: os.truncate(p, 10000))
+    both("d/f6", lambda p: s.truncate(p, 3 << 20), lambda p: os.truncate(p, 3 << 20))
+    both("d/f0", lambda p: s.chmod(p, 0o4755), lambda p: os.chmod(p, 0o4755))
+    both("d/f1", lambda p: s.chown(p, 1234, 5678), lambda p: os.chown(p, 1234, 5678))
+    for name, value in ((b"user.small", b"v"), (b"user.medium", b"m" * 40),
+                        (b"trusted.t", b"\0\1\2"), (b"user.large", b"L" * 600)):
+        both("d/f4", lambda p, n=name, v=value: s.setxattr(p, n, v, 0),
+             lambda p, n=name, v=value: os.setxattr(p, n, v))
+    both("d/f4", lambda p: s.removexattr(p, b"user.medium"),
+         lambda p: os.removexattr(p, b"user.medium"))
+
+
+def _no_lost_found(m: dict) -> dict:
+    """The image's tree without mkfs's lost+found (and the root's link to it)."""
+    if m.pop("lost+found", None) is not None:
+        m["."]["nlink"] -= 1
+    return m
+
+
+def _compare_kernel(img: Path, host: Path) -> None:
+    with Kernel(mb=32) as k:
+        root = k.mount_dev(k.disk_add(img, readonly=True), flags=kernel.MS_RDONLY)
+        got = _no_lost_found(kernel_manifest(k.sys, root))
+    want = host_manifest(host)
+    fields = FIELDS + ("xattrs",)
+    assert diff_manifests(project(got, fields, skip_root_mtime=True),
+                          project(want, fields, skip_root_mtime=True)) == []
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_operations_fsck_clean_and_read_back(tmp_path: Path, config: str) -> None:
+    """Files of every size, sparse files, a big directory with deletions, links, devices,
+    renames, truncation, modes, owners and xattrs: e2fsck clean, and the tree read back
+    by our kernel, by debugfs and by the host kernel is the tree written."""
+    need_root()
+    img = mkfs(tmp_path / "w.img", config)
+    host = tmp_path / "host"
+    host.mkdir()
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        populate(k.sys, root, host)
+    fsck(img)
+    _compare_kernel(img, host)
+    # debugfs: contents, modes and targets
+    out = tmp_path / "rdump"
+    out.mkdir()
+    run("debugfs", "-R", f"rdump / {out}", img)
+    got = host_manifest(out / "", xattrs=False)
+    want = host_manifest(host, xattrs=False)
+    for m in (got, want):
+        m.pop("lost+found", None)
+    fields = ("type", "size", "sha256", "target")
+    # debugfs's rdump copies files, directories and symlinks (hard links as copies)
+    want = {p: e for p, e in want.items() if e["type"] in ("reg", "dir", "lnk")}
+    assert diff_manifests(project(got, fields), project(want, fields)) == []
+    # the host kernel: everything, xattrs included
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        got = _no_lost_found(host_manifest(mnt))
+    fields = FIELDS + ("xattrs",)
+    assert diff_manifests(project(got, fields, skip_root_mtime=True),
+                          project(host_manifest(host), fields, skip_root_mtime=True)) == []
+
+
+def test_clean_flag_while_mounted_and_after(tmp_path: Path) -> None:
+    """Mounted read-write the superblock says not clean; after unmount it is clean again,
+    with free counts e2fsck agrees with."""
+    img = mkfs(tmp_path / "c.img", "ext2")
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        write_file(k.sys, f"{root}/x", b"x" * 100000)
+        k.sys.sync()
+        state = run("dumpe2fs", "-h", img).stdout
+        assert "not clean" in state
+    state = run("dumpe2fs", "-h", img).stdout
+    assert "Filesystem state:         clean" in state
+    fsck(img)
+
+
+def test_unlinked_open_file_lives_until_close(tmp_path: Path) -> None:
+    img = mkfs(tmp_path / "o.img", "ext4")
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        free0 = s.statfs(root).f_bfree
+        write_file(s, f"{root}/tmp", os.urandom(1 << 20))
+        fd = s.open(f"{root}/tmp", kernel.O_RDWR)
+        s.unlink(f"{root}/tmp")
+        assert s.fstat(fd).st_nlink == 0
+        s.pwrite(fd, b"still here", 0)
+        assert s.pread(fd, 10, 0) == b"still here"
+        assert s.statfs(root).f_bfree < free0
+        s.close(fd)
+        assert s.statfs(root).f_bfree == free0
+    fsck(img)
+
+
+def test_errors_as_linux(tmp_path: Path) -> None:
+    img = mkfs(tmp_path / "e.img", "ext4")
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        s.mkdir(f"{root}/d", 0o755)
+        write_file(s, f"{root}/d/f", b"1")
+        for call, code in ((lambda: s.rmdir(f"{root}/d"), errno.ENOTEMPTY),
+                           (lambda: s.mkdir(f"{root}/d", 0o755), errno.EEXIST),
+                           (lambda: s.unlink(f"{root}/d"), errno.EISDIR),
+                           (lambda: s.open(f"{root}/d/f/x", kernel.O_CREAT | kernel.O_WRONLY, 0o644),
+                            errno.ENOTDIR),
+                           (lambda: s.open(f"{root}/" + "n" * 256, kernel.O_CREAT | kernel.O_WRONLY,
+                                           0o644), errno.ENAMETOOLONG),
+                           (lambda: s.open(f"{root}/d/f", kernel.O_CREAT | kernel.O_EXCL
+                                           | kernel.O_WRONLY, 0o644), errno.EEXIST),
+                           (lambda: s.removexattr(f"{root}/d/f", b"user.none"), errno.ENODATA),
+                           (lambda: s.setxattr(f"{root}/d/f", b"user.big", b"v" * 5000, 0),
+                            errno.ENOSPC)):
+            with pytest.raises(OSError) as e:
+                call()
+            assert e.value.errno == code
+        s.mkdir(f"{root}/e", 0o755)
+        write_file(s, f"{root}/e/g", b"2")
+        with pytest.raises(OSError) as e:
+            s.rename(f"{root}/d", f"{root}/e")
+        assert e.value.errno == errno.ENOTEMPTY
+        s.unlink(f"{root}/e/g")
+        s.rename(f"{root}/d", f"{root}/e")  # over an empty directory
+        assert read_file(s, f"{root}/e/f") == b"1"
+    fsck(img)
+
+
+def test_rename_exchange_and_dotdot(tmp_path: Path) -> None:
+    img = mkfs(tmp_path / "x.img", "ext4")
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        s.mkdir(f"{root}/a", 0o755)
+        s.mkdir(f"{root}/a/dir", 0o755)
+        s.mkdir(f"{root}/b", 0o755)
+        write_file(s, f"{root}/b/file", b"file")
+        s.renameat2(kernel.AT_FDCWD, f"{root}/a/dir", kernel.AT_FDCWD, f"{root}/b/file",
+                    kernel.RENAME_EXCHANGE)
+        assert read_file(s, f"{root}/a/dir") == b"file"
+        assert s.stat(f"{root}/b/file/..").st_ino == s.stat(f"{root}/b").st_ino
+        assert s.stat(f"{root}/a").st_nlink == 2 and s.stat(f"{root}/b").st_nlink == 3
+        with pytest.raises(OSError) as e:
+            s.renameat2(kernel.AT_FDCWD, f"{root}/a/dir", kernel.AT_FDCWD, f"{root}/b/file",
+                        kernel.RENAME_NOREPLACE)
+        assert e.value.errno == errno.EEXIST
+    fsck(img)
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        assert (mnt / "a/dir").read_bytes() == b"file"
+        assert os.stat(mnt / "b/file/..").st_ino == os.stat(mnt / "b").st_ino
+
+
+def test_fallocate_punch_zero(tmp_path: Path) -> None:
+    """Preallocation reads as zeros and takes blocks; punching frees them; zero range."""
+    img = mkfs(tmp_path / "f.img", "ext4")
+    host = tmp_path / "h"
+    data = os.urandom(1 << 20)
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        write_file(s, f"{root}/f", data)
+        host.write_bytes(data)
+        fd = s.open(f"{root}/f", kernel.O_RDWR)
+        hfd = os.open(host, os.O_RDWR)
+        ops = [(0, 2 << 20, 1 << 20),  # extend with unwritten blocks
+               (kernel.FALLOC_FL_PUNCH_HOLE | kernel.FALLOC_FL_KEEP_SIZE, 5000, 300000),
+               (kernel.FALLOC_FL_ZERO_RANGE, 700000, 10),
+               (kernel.FALLOC_FL_ZERO_RANGE | kernel.FALLOC_FL_KEEP_SIZE, 800000, 200000),
+               (kernel.FALLOC_FL_KEEP_SIZE, 4 << 20, 1 << 20)]
+        for mode, off, ln in ops:
+            s.fallocate(fd, mode, off, ln)
+            _host_fallocate(hfd, mode, off, ln)
+        s.pwrite(fd, b"inside", (2 << 20) + 4096)
+        os.pwrite(hfd, b"inside", (2 << 20) + 4096)
+        st = s.fstat(fd)
+        assert st.st_size == os.fstat(hfd).st_size
+        assert st.st_blocks * 512 >= (2 << 20)  # the preallocation beyond EOF is held
+        s.close(fd)
+        os.close(hfd)
+        assert read_file(s, f"{root}/f") == host.read_bytes()
+    fsck(img)
+
+
+def _host_fallocate(fd: int, mode: int, off: int, ln: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
+        raise OSError(ctypes.get_errno(), "fallocate")
+
+
+@pytest.mark.slow
+def test_htree_grows_two_levels(tmp_path: Path) -> None:
+    """3,000 long names in a 1 KiB-block directory: leaves split, the root fills and the
+    index grows a level; every name is found, deletions too, and e2fsck checks the htree."""
+    img = mkfs(tmp_path / "h.img", "ext4-1k")
+    names = [f"{i:06d}-" + "n" * 60 for i in range(3000)]
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        s.mkdir(f"{root}/big", 0o755)
+        for n in names:
+            fd = s.open(f"{root}/big/{n}", kernel.O_CREAT | kernel.O_WRONLY, 0o600)
+            s.close(fd)
+        for n in names[::2]:
+            s.unlink(f"{root}/big/{n}")
+        listed = sorted(os.fsdecode(e) for e in listdir(s, f"{root}/big"))
+        assert listed == sorted(names[1::2])
+    out = fsck(img)
+    assert "HTREE" not in out
+    info = run("debugfs", "-R", "htree_dump /big", img).stdout
+    assert "Indirect levels: 1" in info
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        assert sorted(os.listdir(mnt / "big")) == sorted(names[1::2])
+        for n in names[1:200:2]:
+            assert (mnt / "big" / n).exists()
+
+
+def test_shared_xattr_block_copied_on_write(tmp_path: Path) -> None:
+    """Linux shares identical xattr blocks between inodes; changing one copies it and the
+    other keeps its value, with the reference counts e2fsck checks."""
+    need_root()
+    img = mkfs(tmp_path / "s.img", "ext4-1k")
+    with LoopMount(img, tmp_path / "mnt", options="rw") as mnt:
+        for n in ("a", "b", "c"):
+            (mnt / n).write_bytes(b"")
+            os.setxattr(mnt / n, b"user.shared", b"S" * 300)
+    ino_blocks = {run("debugfs", "-R", f"stat /{n}", img).stdout.split("File ACL: ")[1].split()[0]
+                  for n in "abc"}
+    assert len(ino_blocks) == 1  # one block, shared
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        k.sys.setxattr(f"{root}/a", b"user.shared", b"changed", 0)
+        k.sys.removexattr(f"{root}/b", b"user.shared")
+        assert k.sys.getxattr(f"{root}/c", b"user.shared") == b"S" * 300
+    fsck(img)
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        assert os.getxattr(mnt / "a", b"user.shared") == b"changed"
+        assert b"user.shared" not in os.listxattr(mnt / "b")
+        assert os.getxattr(mnt / "c", b"user.shared") == b"S" * 300
+
+
+def test_acl_stored_in_ext4_form(tmp_path: Path) -> None:
+    """POSIX ACLs written through the VFS form are stored compactly and Linux reads them."""
+    need_root()
+    need_tool("getfacl")
+    img = mkfs(tmp_path / "a.img", "ext4")
+    from kernel.vfs.cred import acl_to_xattr
+
+    acl = acl_to_xattr([(kernel.uapi.ACL_USER_OBJ, 7, 0xFFFFFFFF), (kernel.uapi.ACL_USER, 5, 1000),
+                        (kernel.uapi.ACL_GROUP_OBJ, 5, 0xFFFFFFFF), (kernel.uapi.ACL_MASK, 5, 0xFFFFFFFF),
+                        (kernel.uapi.ACL_OTHER, 0, 0xFFFFFFFF)])
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        write_file(k.sys, f"{root}/f", b"x")
+        k.sys.setxattr(f"{root}/f", b"system.posix_acl_access", acl, 0)
+    fsck(img)
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        out = run("getfacl", "-n", mnt / "f").stdout
+    assert "user:1000:r-x" in out and "mask::r-x" in out
+
+
+def test_fill_to_enospc_delete_half_fill_again(tmp_path: Path) -> None:
+    """A full image stays consistent: ENOSPC, deletions, ENOSPC again; e2fsck clean and
+    every file that was written whole has its content."""
+    img = mkfs(tmp_path / "full.img", "ext4-1k", ["-N", "2048"])
+    kept: dict[str, bytes] = {}
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+
+        def fill(tag: str) -> None:
+            i = 0
+            while True:
+                size = 300_000 if i % 10 == 0 else 700 + i * 37 % 5000
+                body = hashlib.sha256(f"{tag}{i}".encode()).digest() * (size // 32)
+                path = f"{root}/{tag}{i:05d}"
+                try:
+                    write_file(s, path, body)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC
+                    try:
+                        s.unlink(path)
+                    except OSError as e2:
+                        assert e2.errno == errno.ENOENT
+                    return
+                kept[path] = body
+                i += 1
+
+        fill("a")
+        assert len(kept) > 20
+        for path in sorted(kept)[::2]:
+            s.unlink(path)
+            del kept[path]
+        fill("b")
+        for path, body in kept.items():
+            assert read_file(s, path) == body
+    fsck(img)
+
+
+def test_read_write_mount_replays_the_journal_to_disk(tmp_path: Path) -> None:
+    """A read-write mount of an image needing recovery replays the journal onto the image:
+    afterwards it needs no recovery and e2fsck finds it clean."""
+    img = unpack("dirty", tmp_path)
+    assert "needs_recovery" in run("dumpe2fs", "-h", img).stdout
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        assert k.sys.statfs(root).f_bfree > 0
+    assert "needs_recovery" not in run("dumpe2fs", "-h", img).stdout
+    fsck(img)
+
+
+@pytest.mark.parametrize("name", ["ext2", "ext3", "basic"])
+def test_write_into_committed_images(tmp_path: Path, name: str) -> None:
+    """Images made by mkfs -d from the test trees take new files and deletions."""
+    img = unpack(name, tmp_path)
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        s.mkdir(f"{root}/new", 0o755)
+        for i in range(50):
+            write_file(s, f"{root}/new/{i}", os.urandom(i * 1000))
+        for e in listdir(s, root):
+            if e not in (b"new", b"lost+found"):
+                p = f"{root}/{os.fsdecode(e)}"
+                if s.lstat(p).st_mode & 0o170000 != 0o040000:
+                    s.unlink(p)
+    fsck(img)
+
+
+def test_read_only_device_mounts_read_only(tmp_path: Path) -> None:
+    """A read-only disk is mounted read-only (as mount does for a write-protected device):
+    every write is EROFS and the image does not change."""
+    img = mkfs(tmp_path / "r.img", "ext4")
+    before = hashlib.sha256(img.read_bytes()).hexdigest()
+    with Kernel(mb=32) as k:
+        root = k.mount_dev(k.disk_add(img, readonly=True))
+        with pytest.raises(OSError) as e:
+            k.sys.mkdir(f"{root}/d", 0o755)
+        assert e.value.errno == errno.EROFS
+    assert hashlib.sha256(img.read_bytes()).hexdigest() == before
