@@ -253,10 +253,18 @@ def _hash_pos(inode: Ext4Inode, name: bytes) -> int:
     return hash2pos(major, minor)
 
 
+def _uninline(inode: Ext4Inode) -> None:
+    if inode.inline:
+        from .inline import uninline
+
+        uninline(inode)
+
+
 # -- adding ----------------------------------------------------------------------------------------
 def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
     """Link ``name`` -> ``ino`` into directory ``inode`` (ENOSPC when no block can be had)."""
     sb = inode.sb
+    _uninline(inode)
     ft = file_type(sb, mode)
     hashed_before = is_hashed(inode)
     if inode.i_flags & EXT4_INDEX_FL and sb.dir_index:
@@ -578,6 +586,7 @@ def _locate(inode: Ext4Inode, name: bytes) -> tuple[object, int, list[tuple[int,
 
 def delete_entry(inode: Ext4Inode, name: bytes) -> None:
     """Remove ``name`` from directory ``inode``."""
+    _uninline(inode)
     st = _state(inode)
     buf, lblk, recs, k = _locate(inode, name)
     data = buf.data  # type: ignore[attr-defined]
@@ -598,6 +607,7 @@ def delete_entry(inode: Ext4Inode, name: bytes) -> None:
 
 def set_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
     """Point the existing entry ``name`` at another inode (rename over, "..")."""
+    _uninline(inode)
     ft = file_type(inode.sb, mode)
     if name == b"..":
         _set_dotdot(inode, ino, ft)
@@ -646,3 +656,24 @@ def init_dir_block(inode: Ext4Inode, data: bytearray, parent: int) -> None:
     data[8:9] = b"."
     _DE.pack_into(data, 12, parent, _rl_to_disk(_limit(inode) - 12), 2, ft)
     data[20:22] = b".."
+
+
+_DT_TO_FT = {1: 5, 2: 3, 4: 2, 6: 4, 8: 1, 10: 7, 12: 6}
+
+
+def init_block_dir(inode: Ext4Inode, parent: int, entries: list[tuple[bytes, int, int]]) -> None:
+    """Give a directory (now without blocks) a first block with "." and "..", then the
+    ``entries`` (name, inode, d_type) it held inline."""
+    from . import file as f
+
+    sb = inode.sb
+    f.allocate(inode, 0, 1, False)
+    buf = sb.bcache.getblk(sb.io, inode.bmap(0), sb.blocksize)
+    data = bytearray(sb.blocksize)
+    init_dir_block(inode, data, parent)
+    buf.data[:] = data
+    _finish_leaf(inode, buf)
+    inode.size = sb.blocksize
+    inode.dir_cache = inode.dir_state = None
+    for name, ino, dt in entries:
+        _linear_add(inode, name, ino, _DT_TO_FT.get(dt, 0) if sb.filetype else 0)

@@ -32,6 +32,13 @@ Run = tuple[int, int, int, bool]
 _MAX_INDIRECT_BLOCK = 12 + 1024 + 1024 ** 2 + 1024 ** 3  # an upper bound; the real one is per size
 
 
+def _uninline(inode: Ext4Inode) -> None:
+    if inode.inline:
+        from .inline import uninline
+
+        uninline(inode)
+
+
 # -- the in-memory map ------------------------------------------------------------------------
 def _touch(inode: Ext4Inode, lo: int, hi: int) -> None:
     """Note that the map changed over logical blocks [lo, hi)."""
@@ -224,6 +231,7 @@ def store_map(inode: Ext4Inode) -> None:
 # -- data I/O ---------------------------------------------------------------------------------------
 def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -> int:
     """Write ``data`` at ``offset``; short on ENOSPC (ENOSPC if nothing fit)."""
+    _uninline(inode)
     sb = inode.sb
     bs = sb.blocksize
     mv = memoryview(data).cast("B")
@@ -304,6 +312,7 @@ def _patch(inode: Ext4Inode, lb: int, start: int, stop: int) -> None:
 
 def truncate(inode: Ext4Inode, size: int) -> None:
     """Set the file size, freeing the blocks past the new end."""
+    _uninline(inode)
     sb = inode.sb
     bs = sb.blocksize
     old = inode.size
@@ -323,6 +332,7 @@ def map_end(inode: Ext4Inode) -> int:
 
 def fallocate(inode: Ext4Inode, mode: int, offset: int, length: int) -> None:
     """Preallocate (unwritten extents), punch a hole or zero a range."""
+    _uninline(inode)
     sb = inode.sb
     bs = sb.blocksize
     end = offset + length

@@ -506,8 +506,7 @@ class Ext4Super(SuperBlock):
     # -- read-write mounts ------------------------------------------------------------------------
     def _check_writable(self) -> None:
         """EROFS naming the feature when this driver cannot write the filesystem safely."""
-        unsafe = {INCOMPAT_INLINE_DATA: "inline_data", INCOMPAT_EA_INODE: "ea_inode",
-                  INCOMPAT_MMP: "mmp"}
+        unsafe = {INCOMPAT_EA_INODE: "ea_inode", INCOMPAT_MMP: "mmp"}
         ro_unsafe = {RO_COMPAT_BIGALLOC: "bigalloc", RO_COMPAT_QUOTA: "quota",
                      RO_COMPAT_PROJECT: "project", RO_COMPAT_READONLY: "read-only",
                      RO_COMPAT_SHARED_BLOCKS: "shared_blocks", RO_COMPAT_HAS_SNAPSHOT: "snapshot",

@@ -357,6 +357,10 @@ def set_xattr(inode: Ext4Inode, name: bytes, value: bytes | None, flags: int) ->
     index, suffix = key
     if len(suffix) > 255:
         raise kerr(errno.ERANGE, name)
+    if inode.inline:  # system.data must stay in the inode body: move the data out first
+        from .inline import uninline
+
+        uninline(inode)
     items = current_items(inode)
     exists = any(i == index and n == suffix for i, n, _v in items)
     if value is None and not exists:

@@ -473,3 +473,37 @@ def test_read_only_device_mounts_read_only(tmp_path: Path) -> None:
             k.sys.mkdir(f"{root}/d", 0o755)
         assert e.value.errno == errno.EROFS
     assert hashlib.sha256(img.read_bytes()).hexdigest() == before
+
+
+def test_inline_data_moves_to_blocks_when_changed(tmp_path: Path) -> None:
+    """On an inline_data filesystem, inline files that are written, truncated or given
+    attributes, and inline directories that gain or lose entries, move into blocks as ext4
+    does when inline data outgrows the inode; untouched inline inodes stay readable."""
+    need_root()
+    img = unpack("inline", tmp_path)
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        before = {n: read_file(s, f"{root}/{n}") for n in ("inline-59", "inline-150", "inline-1")}
+        fd = s.open(f"{root}/inline-59", kernel.O_WRONLY | kernel.O_APPEND)
+        s.write(fd, b"+" * 5000)
+        s.close(fd)
+        s.truncate(f"{root}/inline-150", 20)
+        s.setxattr(f"{root}/inline-1", b"user.x", b"y" * 100, 0)
+        write_file(s, f"{root}/tiny-dir/new", b"new")
+        s.unlink(f"{root}/tiny-dir/x")
+        s.unlink(f"{root}/kernel-dir/k2")
+        for i in range(40):
+            write_file(s, f"{root}/kernel-dir/more-{i:02d}", b"m")
+        assert read_file(s, f"{root}/inline-59") == before["inline-59"] + b"+" * 5000
+        assert read_file(s, f"{root}/inline-150") == before["inline-150"][:20]
+    fsck(img)
+    with LoopMount(img, tmp_path / "mnt") as mnt:
+        assert (mnt / "inline-59").read_bytes() == before["inline-59"] + b"+" * 5000
+        assert (mnt / "inline-150").read_bytes() == before["inline-150"][:20]
+        assert (mnt / "inline-1").read_bytes() == before["inline-1"]
+        assert os.getxattr(mnt / "inline-1", b"user.x") == b"y" * 100
+        assert sorted(os.listdir(mnt / "tiny-dir")) == ["new"]
+        assert sorted(os.listdir(mnt / "kernel-dir")) == sorted(
+            ["k0", "k1", "k3", "k4"] + [f"more-{i:02d}" for i in range(40)])
+        assert (mnt / "inline-300").stat().st_size == 300
