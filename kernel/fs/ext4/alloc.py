@@ -174,6 +174,11 @@ class Allocator:
         self.free_inodes = sum(g.free_inodes for g in self.groups)
         self.dirs = sum(g.used_dirs for g in self.groups)
         self._last_group = 0
+        # with a journal, blocks freed by the running transaction are reused only after it
+        # commits (a crash must not show another file's new data in a file it restores)
+        self.defer = False
+        self.pending: list[tuple[int, int]] = []
+        self.force_commit = False
 
     # -- bitmaps ------------------------------------------------------------------------
     def _base_meta(self, g: int) -> int:
@@ -260,6 +265,12 @@ class Allocator:
         sb = self.sb
         reserve = 0 if metadata else METADATA_RESERVE
         avail = self.free_clusters - reserve
+        if avail <= 0 and self.pending:
+            # out of space but for blocks waiting for the commit: take them now and commit
+            # at the end of this operation (Linux forces a commit and retries, likewise)
+            self.apply_pending()
+            self.force_commit = True
+            avail = self.free_clusters - reserve
         if avail <= 0 or count <= 0:
             raise kerr(errno.ENOSPC, "ext4", "no free blocks")
         count = min(count, avail)
@@ -325,11 +336,21 @@ class Allocator:
             if count_set(bm, i, n) != n:
                 raise corrupted(f"ext4 block bitmap of group {g}",
                                 f"freeing blocks [{blk}, +{n}) that are already free")
-            self._mark(g, i, n, False)
+            if self.defer:
+                self.pending.append((blk, n))
+            else:
+                self._mark(g, i, n, False)
             for b in range(blk, blk + n):
                 sb.bcache.forget(sb.io, b, sb.blocksize)
             blk += n
             count -= n
+
+    def apply_pending(self) -> None:
+        """Release the blocks the running transaction freed (at its commit)."""
+        pending, self.pending = self.pending, []
+        for blk, n in pending:
+            g, i = self.group_of(blk)
+            self._mark(g, i, n, False)
 
     # -- inodes -------------------------------------------------------------------------------
     def _pick_group(self, parent_group: int, is_dir: bool) -> list[int]:

@@ -32,6 +32,7 @@ from ...vfs.inode import FileSystemType, StatFs, SuperBlock
 from . import csum as ck
 from .alloc import Allocator
 from .inode import Ext4Inode
+from .jbd2.commit import JournalingCache, JournalWriter
 from .jbd2.journal import Journal
 from .jbd2.ondisk import JSB_CHECKSUM_OFFSET
 from .jbd2.recovery import RecoveryInfo, recover
@@ -157,6 +158,7 @@ class Ext4Super(SuperBlock):
         self._dirty: dict[int, Ext4Inode] = {}
         self._orphans: dict[int, Ext4Inode] = {}
         self._depth = 0
+        self.journal: JournalWriter | None = None  # read-write mounts with a journal
         self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
         if not self.rdonly:
             self._check_writable()
@@ -591,14 +593,25 @@ class Ext4Super(SuperBlock):
         self.dir_nlink = bool(self.ro_compat & RO_COMPAT_DIR_NLINK)
         with self.transaction():
             self._cleanup_orphans()
+        self.bcache.sync(self.io)
+        if self.has_journal and self.es.s_journal_inum and not self.noload:
+            journal = Journal(self._load_inode(self.es.s_journal_inum), self.io)
+            if journal.start:
+                raise corrupted("ext4 journal", "not empty after recovery")
+            self.journal = JournalWriter(journal, self.io, self.bcache, journal.sb.s_uuid)
+            self.bcache = JournalingCache(self.bcache, self.journal)  # type: ignore[assignment]
+            self.alloc.defer = True
+            self.incompat |= INCOMPAT_RECOVER  # needs_recovery while mounted, as Linux sets
         buf, off = self._sb_buffer()
         es = ext4_super_block
         now = self.kernel.clock() // 1_000_000_000  # type: ignore[attr-defined]
         es.set(buf.data, off, "s_mnt_count", (es.get(buf.data, off, "s_mnt_count") + 1) & 0xFFFF)
         es.set(buf.data, off, "s_mtime", now & 0xFFFFFFFF)
         es.set(buf.data, off, "s_mtime_hi", (now >> 32) & 0xFF)
-        self.write_super(valid=False)
-        self.bcache.sync(self.io)
+        # journaled: valid, and replay restores consistency after a crash; without a journal:
+        # not clean while mounted, so a crash sends e2fsck over everything
+        self.write_super(valid=self.journal is not None)
+        self._real_cache().sync(self.io)
 
     def _cleanup_orphans(self) -> None:
         """Finish what a crash interrupted: free unlinked inodes, cut truncated ones."""
@@ -718,11 +731,32 @@ class Ext4Super(SuperBlock):
             for inode in dirty:
                 store_inode(inode)
         self.alloc.commit()
+        j = self.journal
+        if j is not None and not self._depth and (
+                self.alloc.force_commit
+                or j.should_commit(self._real_cache().budget // self.blocksize)):
+            self._commit()
+
+    def _real_cache(self) -> BufferCache:
+        bc = self.bcache
+        return bc._cache if isinstance(bc, JournalingCache) else bc  # type: ignore[return-value]
+
+    def _commit(self) -> None:
+        """Close the running transaction: deferred frees, counts, then jbd2 commit."""
+        assert self.journal is not None
+        self.alloc.apply_pending()
+        self.alloc.force_commit = False
+        self.alloc.commit()
+        self.write_super(valid=True)
+        self.journal.commit()
 
     def sync(self) -> None:
         if self.rdonly:
             return
         self._end_transaction()
+        if self.journal is not None:
+            self._commit()
+            return
         self.write_super(valid=False)
         self.bcache.sync(self.io)
 
@@ -735,6 +769,8 @@ class Ext4Super(SuperBlock):
         es = self.es
         ratio = self.cluster_ratio
         free_clusters = sum(g[5] for g in self.groups)
+        if self.alloc is not None:  # freed by the running transaction: free for statfs already
+            free_clusters += sum(n for _b, n in self.alloc.pending)
         free_inodes = sum(g[6] for g in self.groups)
         overhead = self.overhead_blocks()
         bfree = free_clusters * ratio
@@ -803,6 +839,12 @@ class Ext4Super(SuperBlock):
                 evict(inode)
         self._orphans.clear()
         self._end_transaction()
+        if self.journal is not None:
+            self._commit()  # the log is empty afterwards
+            self.incompat &= ~INCOMPAT_RECOVER
+            self.bcache = self._real_cache()
+            self.journal = None
+            self.alloc.defer = False
         self.write_super(valid=True)
         self.bcache.sync(self.io)
 

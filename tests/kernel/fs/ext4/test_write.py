@@ -106,7 +106,7 @@ def populate(s, root: str, host: Path) -> None:
         both(f"d/f{i}", lambda p, b=body: write_file(s, p, b), lambda p, b=body: p.write_bytes(b))
     # a sparse file: data, a hole, data past 1 GiB
     both("sparse", lambda p: write_file(s, p, b"head"), lambda p: p.write_bytes(b"head"))
-    for off in (5 << 20, 1 << 30):
+    for off in (5 << 20, 40 << 20):
         fd = s.open(f"{root}/sparse", kernel.O_WRONLY)
         s.pwrite(fd, b"tail" * 100, off)
         s.close(fd)

@@ -1,0 +1,207 @@
+"""Writing the journal (fs/jbd2/commit.c and checkpoint.c's role, written from the format
+description in Documentation/filesystems/ext4/journal.rst).
+
+Model: one running transaction collects every metadata buffer the filesystem
+dirties (``JournalingCache.mark_dirty``); those buffers are pinned in memory
+and never written to their home location before the transaction commits.
+A commit, always between two system calls:
+
+1. the journal superblock points the log at the transaction (``s_start``,
+   ``s_sequence``), and is flushed;
+2. descriptor blocks (64-bit tags, csum v2/v3 tag and block checksums where
+   the journal has them; blocks that start with the jbd2 magic escaped) and
+   the copies of the buffers are written to the log; flush;
+3. the commit block (with its checksum) is written; flush: the transaction
+   is durable, recovery will replay it;
+4. checkpoint: the buffers go to their home locations; flush; the journal
+   superblock says the log is empty again (``s_start`` 0, next sequence).
+
+Since the log is emptied by every checkpoint, it never holds an older
+transaction that a freed block could be replayed from, so no revoke records
+are needed; blocks freed by the running transaction are not reused before it
+commits (the allocator defers the frees), so file data written into reused
+blocks can never be exposed by a crash. File data is written before the
+commit (ordered mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from ....errors import kerr
+from ....lib.crc import crc32c_raw
+from .ondisk import (
+    JBD2_COMMIT_BLOCK,
+    JBD2_CRC32C_CHKSUM,
+    JBD2_DESCRIPTOR_BLOCK,
+    JBD2_FLAG_ESCAPE,
+    JBD2_FLAG_LAST_TAG,
+    JBD2_FLAG_SAME_UUID,
+    JBD2_MAGIC_NUMBER,
+    JSB_CHECKSUM_OFFSET,
+)
+from .recovery import tag_bytes
+
+if TYPE_CHECKING:
+    from ....block.blkdev import BlockDevice
+    from ....block.buffer import Buffer, BufferCache
+    from .journal import Journal
+
+log = logging.getLogger(__name__)
+
+_HDR = struct.Struct(">III")
+_MAGIC = struct.pack(">I", JBD2_MAGIC_NUMBER)
+COMMIT_INTERVAL = 5.0  # seconds a transaction may run before it commits (commit=5)
+
+
+class JournalingCache:
+    """The buffer cache as one filesystem sees it: every buffer it dirties joins the
+    running transaction instead of being written back on its own."""
+
+    def __init__(self, cache: BufferCache, writer: JournalWriter) -> None:
+        self._cache = cache
+        self._writer = writer
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cache, name)
+
+    def mark_dirty(self, buf: Buffer) -> None:
+        self._cache.mark_dirty(buf)
+        self._writer.running[buf.blocknr] = buf
+
+    def forget(self, bdev: BlockDevice, blocknr: int, size: int) -> None:
+        self._writer.running.pop(blocknr, None)
+        self._cache.forget(bdev, blocknr, size)
+
+
+class JournalWriter:
+    """Commits and checkpoints transactions into an internal jbd2 journal."""
+
+    def __init__(self, journal: Journal, dev: BlockDevice, cache: BufferCache, uuid: bytes) -> None:
+        self.j = journal
+        self.dev = dev
+        self.cache = cache
+        self.uuid = uuid
+        self.bs = journal.blocksize
+        self.running: dict[int, Buffer] = {}
+        self.started = 0.0
+        self.sequence = journal.sequence
+        self.tag_size = tag_bytes(journal)
+        self.commits = 0
+        # a transaction must fit the log with its descriptors and commit block
+        per_desc = (self.bs - 12 - 16 - (4 if journal.csum else 0)) // self.tag_size
+        log_blocks = journal.last - journal.first
+        self.max_blocks = max(16, (log_blocks - 2) * per_desc // (per_desc + 1) - 2)
+        self.per_desc = per_desc
+
+    # -- limits ------------------------------------------------------------------------------
+    def should_commit(self, budget_blocks: int) -> bool:
+        """Commit now: the transaction is old, fills a quarter of the log, or pins a third
+        of the buffer cache."""
+        n = len(self.running)
+        if not n:
+            return False
+        if not self.started:
+            self.started = time.monotonic()
+        return (n >= self.max_blocks // 4 or n >= budget_blocks // 3
+                or time.monotonic() - self.started >= COMMIT_INTERVAL)
+
+    # -- writing the log ------------------------------------------------------------------------
+    def _write_log(self, n: int, data: bytes | bytearray) -> None:
+        pblk, _avail = self.j._pblk(n)
+        self.dev.write(pblk * self.bs, data)
+
+    def _write_jsb(self, start: int, sequence: int) -> None:
+        pblk, _n = self.j._pblk(0)
+        raw = self.dev.read(pblk * self.bs, self.bs)
+        struct.pack_into(">II", raw, 24, sequence & 0xFFFFFFFF, start)
+        if self.j.csum:
+            struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, 0)
+            struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
+        self._write_log(0, raw)
+        self.dev.flush()
+
+    def _block_csum(self, block: bytearray) -> None:
+        """The descriptor block tail: crc32c over the block with the tail zero."""
+        struct.pack_into(">I", block, self.bs - 4, 0)
+        struct.pack_into(">I", block, self.bs - 4, crc32c_raw(self.j.csum_seed, bytes(block)))
+
+    def _tag(self, block: bytearray, off: int, blocknr: int, flags: int, data: bytes) -> None:
+        j = self.j
+        csum = 0
+        if j.csum:
+            c = crc32c_raw(j.csum_seed, struct.pack(">I", self.sequence & 0xFFFFFFFF))
+            csum = crc32c_raw(c, data)
+        if j.csum_v3:
+            struct.pack_into(">IIII", block, off, blocknr & 0xFFFFFFFF, flags, blocknr >> 32, csum)
+        else:
+            struct.pack_into(">IHH", block, off, blocknr & 0xFFFFFFFF, csum & 0xFFFF, flags)
+            if j.has_64bit:
+                struct.pack_into(">I", block, off + 8, blocknr >> 32)
+
+    def commit(self) -> bool:
+        """Commit and checkpoint the running transaction; False if it was empty."""
+        if not self.running:
+            return False
+        bufs = sorted(self.running.values(), key=lambda b: b.blocknr)
+        if len(bufs) > self.max_blocks:
+            raise kerr(28, "jbd2", f"transaction of {len(bufs)} blocks exceeds the journal")
+        j = self.j
+        seq = self.sequence
+        bs = self.bs
+        pos = j.first
+        self._write_jsb(pos, seq)
+        tail = 4 if j.csum else 0
+        for k in range(0, len(bufs), self.per_desc):
+            chunk = bufs[k:k + self.per_desc]
+            desc = bytearray(bs)
+            _HDR.pack_into(desc, 0, JBD2_MAGIC_NUMBER, JBD2_DESCRIPTOR_BLOCK, seq & 0xFFFFFFFF)
+            off = 12
+            copies = []
+            for i, b in enumerate(chunk):
+                data = bytes(b.data)
+                flags = 0 if i == 0 else JBD2_FLAG_SAME_UUID
+                if i == len(chunk) - 1:
+                    flags |= JBD2_FLAG_LAST_TAG
+                if data[:4] == _MAGIC:
+                    flags |= JBD2_FLAG_ESCAPE
+                    copy = b"\0\0\0\0" + data[4:]
+                else:
+                    copy = data
+                self._tag(desc, off, b.blocknr, flags, copy)  # the checksum covers the log copy
+                off += self.tag_size
+                if i == 0:
+                    desc[off:off + 16] = self.uuid
+                    off += 16
+                copies.append(copy)
+            assert off <= bs - tail
+            if j.csum:
+                self._block_csum(desc)
+            self._write_log(pos, desc)
+            pos += 1
+            for copy in copies:
+                self._write_log(pos, copy)
+                pos += 1
+        self.dev.flush()
+        # the commit block
+        commit = bytearray(bs)
+        _HDR.pack_into(commit, 0, JBD2_MAGIC_NUMBER, JBD2_COMMIT_BLOCK, seq & 0xFFFFFFFF)
+        now = time.time_ns()
+        struct.pack_into(">QI", commit, 48, now // 10**9, now % 10**9)
+        if j.csum:
+            commit[12] = JBD2_CRC32C_CHKSUM
+            commit[13] = 4
+            struct.pack_into(">I", commit, 16, crc32c_raw(j.csum_seed, bytes(commit)))
+        self._write_log(pos, commit)
+        self.dev.flush()
+        # checkpoint: home locations, then an empty log
+        self.running = {}
+        self.started = 0.0
+        self.cache.sync(self.dev)
+        self.sequence = seq + 1
+        self._write_jsb(0, self.sequence)
+        self.commits += 1
+        return True
