@@ -253,6 +253,18 @@ class BlockDevice:
         if len(data):
             self.writev(offset, [data if not isinstance(data, bytes) else memoryview(data)])
 
+    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]]) -> None:
+        """Several writes to distinct ranges as one batch (they may complete in any order:
+        callers never put two writes of the same sectors in one batch)."""
+        bios: list[Bio] = []
+        for offset, bufs in writes:
+            length = sum(len(b) for b in bufs)
+            self._check(offset, length, True)
+            self.disk.ra.invalidate(self._base + offset, length)
+            bios.extend(self._bios(REQ_OP_WRITE, offset, bufs))
+        if bios:
+            self.disk.submit(bios)
+
     def submit_many(self, reads: Sequence[tuple[int, Sequence[Buf]]]) -> None:
         """Several independent reads as one batch (they may complete in any order)."""
         bios: list[Bio] = []

@@ -85,6 +85,10 @@ class OverlayDevice(BlockDevice):
             self.blocks[b] = bytes(blk)
             pos = e
 
+    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]]) -> None:
+        for offset, bufs in writes:
+            self.writev(offset, bufs)
+
     def flush(self) -> None:
         pass
 

@@ -90,6 +90,7 @@ def punch(inode: Ext4Inode, start: int, end: int) -> None:
     if not gone:
         return
     del runs[a:b]
+    inode.sb.flush_data()  # nothing queued may land on blocks after they are reused
     alloc = inode.sb.alloc
     freed = 0
     for _s, n, p, _u in gone:
@@ -277,7 +278,7 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
     view = memoryview(buf)
     for ext in inode.extents(first, reach):
         s, e = max(ext.lblk, first), min(ext.lblk + ext.count, reach)
-        sb.io.write((ext.pblk + s - ext.lblk) * bs, view[(s - first) * bs:(e - first) * bs])
+        sb.queue_data((ext.pblk + s - ext.lblk) * bs, view[(s - first) * bs:(e - first) * bs])
     if fresh:
         convert_written(inode, first, reach)
     if end > inode.size:
@@ -301,6 +302,7 @@ def _patch(inode: Ext4Inode, lb: int, start: int, stop: int) -> None:
     (the device takes whole sectors: the block is read, patched and written back)."""
     sb = inode.sb
     bs = sb.blocksize
+    sb.flush_data()
     for ext in inode.extents(lb, lb + 1):
         if ext.unwritten or ext.lblk > lb:
             return

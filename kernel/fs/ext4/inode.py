@@ -201,6 +201,8 @@ class Ext4Inode(Inode):
 
     def read(self, offset: int, size: int) -> bytes:
         self._no_crypt()
+        if self.sb._data:
+            self.sb.flush_data()
         if self.inline:
             return read_inline(self)[offset:offset + size]
         return read_mapped(self, self.sb.io, offset, size)
@@ -218,6 +220,7 @@ class Ext4Inode(Inode):
             return self.i_block[:self.size]
         if self.size == 0 or self.size > self.sb.blocksize:
             raise corrupted(what, f"bad symlink size {self.size}")
+        self.sb.flush_data()
         return read_mapped(self, self.sb.io, 0, self.size)
 
     def is_fast_symlink(self) -> bool:
@@ -264,6 +267,7 @@ class Ext4Inode(Inode):
     def read_block(self, lblk: int) -> bytes:
         """One whole block of data (zeros for a hole)."""
         bs = self.sb.blocksize
+        self.sb.flush_data()
         return read_mapped_block(self, lblk, bs)
 
     def _rw(self) -> None:

@@ -127,7 +127,10 @@ _IGNORED_PREFIXES = ("errors=", "data=", "commit=", "barrier=", "inode_readahead
                      "journal_ioprio=", "stripe=", "max_batch_time=", "min_batch_time=",
                      "resuid=", "resgid=", "init_itable=", "max_dir_size_kb=", "data_err=")
 _KNOWN_RO_COMPAT = 0x1FFFF & ~0x0004  # everything but btree_dir
-_INODE_READAHEAD = 16  # inode table blocks read on a miss (inode_readahead_blks)
+_INODE_READAHEAD = 16
+_DIRTY_INODES_BATCH = 256  # changed inodes kept in memory before they are stored
+_DATA_BATCH_BYTES = 8 << 20  # file data queued before it is written
+_DATA_BATCH_WRITES = 512  # inode table blocks read on a miss (inode_readahead_blks)
 
 # one group descriptor, reduced to what the driver uses
 GroupDesc = tuple[int, int, int, int, int, int, int, int]
@@ -159,6 +162,10 @@ class Ext4Super(SuperBlock):
         self._orphans: dict[int, Ext4Inode] = {}
         self._depth = 0
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
+        # file data waiting to be written in one batch: (device offset, bytes), their blocks
+        self._data: list[tuple[int, memoryview]] = []
+        self._data_blocks: set[int] = set()
+        self._data_bytes = 0
         self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
         if not self.rdonly:
             self._check_writable()
@@ -682,6 +689,28 @@ class Ext4Super(SuperBlock):
         self.ro_compat &= ~RO_COMPAT_ORPHAN_PRESENT
         return out
 
+    # -- batched file data ------------------------------------------------------------------
+    def queue_data(self, offset: int, data: memoryview) -> None:
+        """Write file data soon, batched with other small writes (ordered before any
+        commit, sync, read of file data or freeing of blocks)."""
+        bs = self.blocksize
+        first, n = offset // bs, len(data) // bs
+        blocks = range(first, first + n)
+        if not self._data_blocks.isdisjoint(blocks):
+            self.flush_data()  # one batch never writes a block twice
+        self._data.append((offset, data))
+        self._data_blocks.update(blocks)
+        self._data_bytes += len(data)
+        if self._data_bytes >= _DATA_BATCH_BYTES or len(self._data) >= _DATA_BATCH_WRITES:
+            self.flush_data()
+
+    def flush_data(self) -> None:
+        if self._data:
+            writes = [(off, [mv]) for off, mv in self._data]
+            self._data, self._data_bytes = [], 0
+            self._data_blocks = set()
+            self.io.write_many(writes)
+
     def dirty_inode(self, inode: Ext4Inode) -> None:
         """Note a changed inode: it is stored when the transaction ends."""
         self._dirty[inode.ino] = inode
@@ -723,6 +752,22 @@ class Ext4Super(SuperBlock):
         return self._txn()
 
     def _end_transaction(self) -> None:
+        """Between two system calls: store what piled up, commit when it is time.
+
+        Changed inodes are encoded into the inode table in batches (at a commit,
+        a sync, or when many are waiting), not after every call: a file copied
+        in takes one store, not one per chmod, utimes and write.
+        """
+        if len(self._dirty) >= _DIRTY_INODES_BATCH:
+            self._store_dirty()
+        j = self.journal
+        if j is not None and not self._depth and (
+                self.alloc.force_commit
+                or j.should_commit(len(j.running) + len(self._dirty),
+                                   self._real_cache().budget // self.blocksize)):
+            self._commit()
+
+    def _store_dirty(self) -> None:
         from .write import store_inode
 
         while self._dirty:
@@ -731,11 +776,6 @@ class Ext4Super(SuperBlock):
             for inode in dirty:
                 store_inode(inode)
         self.alloc.commit()
-        j = self.journal
-        if j is not None and not self._depth and (
-                self.alloc.force_commit
-                or j.should_commit(self._real_cache().budget // self.blocksize)):
-            self._commit()
 
     def _real_cache(self) -> BufferCache:
         bc = self.bcache
@@ -744,6 +784,8 @@ class Ext4Super(SuperBlock):
     def _commit(self) -> None:
         """Close the running transaction: deferred frees, counts, then jbd2 commit."""
         assert self.journal is not None
+        self._store_dirty()
+        self.flush_data()  # ordered mode: data before the metadata that points to it
         self.alloc.apply_pending()
         self.alloc.force_commit = False
         self.alloc.commit()
@@ -753,10 +795,11 @@ class Ext4Super(SuperBlock):
     def sync(self) -> None:
         if self.rdonly:
             return
-        self._end_transaction()
         if self.journal is not None:
             self._commit()
             return
+        self._store_dirty()
+        self.flush_data()
         self.write_super(valid=False)
         self.bcache.sync(self.io)
 
@@ -768,10 +811,13 @@ class Ext4Super(SuperBlock):
     def statfs(self) -> StatFs:
         es = self.es
         ratio = self.cluster_ratio
-        free_clusters = sum(g[5] for g in self.groups)
-        if self.alloc is not None:  # freed by the running transaction: free for statfs already
-            free_clusters += sum(n for _b, n in self.alloc.pending)
-        free_inodes = sum(g[6] for g in self.groups)
+        a = self.alloc
+        if a is not None:  # live counts (blocks the running transaction freed count as free)
+            free_clusters = a.free_clusters + sum(n for _b, n in a.pending)
+            free_inodes = a.free_inodes
+        else:
+            free_clusters = sum(g[5] for g in self.groups)
+            free_inodes = sum(g[6] for g in self.groups)
         overhead = self.overhead_blocks()
         bfree = free_clusters * ratio
         resv = 0
@@ -838,7 +884,8 @@ class Ext4Super(SuperBlock):
                 inode.nlink = 0
                 evict(inode)
         self._orphans.clear()
-        self._end_transaction()
+        self._store_dirty()
+        self.flush_data()
         if self.journal is not None:
             self._commit()  # the log is empty afterwards
             self.incompat &= ~INCOMPAT_RECOVER

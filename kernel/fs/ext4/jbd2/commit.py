@@ -98,10 +98,9 @@ class JournalWriter:
         self.per_desc = per_desc
 
     # -- limits ------------------------------------------------------------------------------
-    def should_commit(self, budget_blocks: int) -> bool:
-        """Commit now: the transaction is old, fills a quarter of the log, or pins a third
-        of the buffer cache."""
-        n = len(self.running)
+    def should_commit(self, n: int, budget_blocks: int) -> bool:
+        """Commit now: the transaction (``n`` blocks and inodes) is old, fills a quarter of
+        the log, or pins a third of the buffer cache."""
         if not n:
             return False
         if not self.started:
