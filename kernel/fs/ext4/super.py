@@ -160,6 +160,8 @@ class Ext4Super(SuperBlock):
         self.alloc: Allocator = None  # type: ignore[assignment]  # read-write mounts only
         self._dirty: dict[int, Ext4Inode] = {}
         self._orphans: dict[int, Ext4Inode] = {}
+        self.last_orphan = 0  # head of the on-disk orphan list (s_last_orphan)
+        self.super_dirty = False
         self._depth = 0
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
         # file data waiting to be written in one batch: (device offset, bytes), their blocks
@@ -586,7 +588,7 @@ class Ext4Super(SuperBlock):
         es.set(raw, off, "s_wtime_hi", (now >> 32) & 0xFF)
         es.set(raw, off, "s_feature_incompat", self.incompat)
         es.set(raw, off, "s_feature_ro_compat", self.ro_compat)
-        es.set(raw, off, "s_last_orphan", 0)
+        es.set(raw, off, "s_last_orphan", self.last_orphan)
         if self.metadata_csum:
             struct.pack_into("<I", raw, off + S_CHECKSUM_OFFSET,
                              ck.superblock_csum(memoryview(raw)[off:off + SUPERBLOCK_SIZE]))
@@ -606,6 +608,7 @@ class Ext4Super(SuperBlock):
             if journal.start:
                 raise corrupted("ext4 journal", "not empty after recovery")
             self.journal = JournalWriter(journal, self.io, self.bcache, journal.sb.s_uuid)
+            self.journal.set_features(self.has_64bit, self.metadata_csum)
             self.bcache = JournalingCache(self.bcache, self.journal)  # type: ignore[assignment]
             self.alloc.defer = True
             self.incompat |= INCOMPAT_RECOVER  # needs_recovery while mounted, as Linux sets
@@ -721,11 +724,30 @@ class Ext4Super(SuperBlock):
         self._dirty.pop(inode.ino, None)
 
     def orphan_add(self, inode: Ext4Inode) -> None:
-        """An inode lost its last link: keep it until its last user lets go."""
+        """An inode lost its last link: keep it until its last user lets go, on the orphan
+        list (s_last_orphan, chained through i_dtime) so that a crash meanwhile leaves
+        e2fsck and the next mount a list of inodes to free."""
+        if inode.ino in self._orphans:
+            return
         self._orphans[inode.ino] = inode
+        inode.orphan_next = self.last_orphan
+        self.last_orphan = inode.ino
+        self.dirty_inode(inode)
+        self.super_dirty = True
 
     def orphan_del(self, inode: Ext4Inode) -> None:
-        self._orphans.pop(inode.ino, None)
+        if self._orphans.pop(inode.ino, None) is None:
+            return
+        if self.last_orphan == inode.ino:
+            self.last_orphan = inode.orphan_next
+            self.super_dirty = True
+        else:
+            for other in self._orphans.values():
+                if other.orphan_next == inode.ino:
+                    other.orphan_next = inode.orphan_next
+                    self.dirty_inode(other)
+                    break
+        inode.orphan_next = 0
 
     def write_inode_raw(self, ino: int, raw: bytes) -> None:
         g, idx = divmod(ino - 1, self.inodes_per_group)
@@ -770,6 +792,9 @@ class Ext4Super(SuperBlock):
     def _store_dirty(self) -> None:
         from .write import store_inode
 
+        if self.super_dirty and self.journal is not None:
+            self.super_dirty = False
+            self.write_super(valid=True)
         while self._dirty:
             dirty = list(self._dirty.values())
             self._dirty.clear()

@@ -92,10 +92,8 @@ def store_inode(inode: Ext4Inode) -> None:
     size = inode.size
     if size >= 1 << 31 and not sb.ro_compat & RO_COMPAT_LARGE_FILE:
         sb.ro_compat |= RO_COMPAT_LARGE_FILE  # stored with the superblock
-    if inode.nlink == 0 and inode.dtime:
-        dtime = inode.dtime
-    elif inode.nlink:
-        dtime = inode.orphan_next
+    # i_dtime: the deletion time of a freed inode, else the next inode of the orphan list
+    dtime = inode.dtime or inode.orphan_next
     INODE_BASE.pack_into(
         raw, 0, inode.mode & 0xFFFF, inode.uid & 0xFFFF, size & 0xFFFFFFFF, at, ct, mt, dtime,
         inode.gid & 0xFFFF, min(inode.nlink, 0xFFFF), blocks & 0xFFFFFFFF, flags, version,

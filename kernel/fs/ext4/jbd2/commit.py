@@ -37,10 +37,15 @@ from .ondisk import (
     JBD2_COMMIT_BLOCK,
     JBD2_CRC32C_CHKSUM,
     JBD2_DESCRIPTOR_BLOCK,
+    JBD2_FEATURE_COMPAT_CHECKSUM,
+    JBD2_FEATURE_INCOMPAT_64BIT,
+    JBD2_FEATURE_INCOMPAT_CSUM_V2,
+    JBD2_FEATURE_INCOMPAT_CSUM_V3,
     JBD2_FLAG_ESCAPE,
     JBD2_FLAG_LAST_TAG,
     JBD2_FLAG_SAME_UUID,
     JBD2_MAGIC_NUMBER,
+    JBD2_SUPERBLOCK_V2,
     JSB_CHECKSUM_OFFSET,
 )
 from .recovery import tag_bytes
@@ -96,6 +101,39 @@ class JournalWriter:
         log_blocks = journal.last - journal.first
         self.max_blocks = max(16, (log_blocks - 2) * per_desc // (per_desc + 1) - 2)
         self.per_desc = per_desc
+
+    def set_features(self, want_64bit: bool, want_csum: bool) -> None:
+        """Turn on 64-bit block tags and checksums (v3) in the journal, as ext4 does when it
+        mounts a 64bit or metadata_csum filesystem read-write."""
+        j = self.j
+        pblk, _n = j._pblk(0)
+        raw = self.dev.read(pblk * self.bs, self.bs)
+        blocktype, compat, incompat = struct.unpack_from(">I", raw, 4)[0], \
+            struct.unpack_from(">I", raw, 36)[0], struct.unpack_from(">I", raw, 40)[0]
+        if blocktype != JBD2_SUPERBLOCK_V2:
+            return  # a version 1 journal has no feature fields
+        new = incompat
+        if want_64bit:
+            new |= JBD2_FEATURE_INCOMPAT_64BIT
+        if want_csum and not incompat & (JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3):
+            new |= JBD2_FEATURE_INCOMPAT_CSUM_V3
+            compat &= ~JBD2_FEATURE_COMPAT_CHECKSUM
+            raw[80] = JBD2_CRC32C_CHKSUM
+        if new == incompat:
+            return
+        struct.pack_into(">II", raw, 36, compat, new)
+        j.incompat = new
+        j.has_64bit = bool(new & JBD2_FEATURE_INCOMPAT_64BIT)
+        j.csum_v3 = bool(new & JBD2_FEATURE_INCOMPAT_CSUM_V3)
+        j.csum = bool(new & (JBD2_FEATURE_INCOMPAT_CSUM_V2 | JBD2_FEATURE_INCOMPAT_CSUM_V3))
+        if j.csum:
+            j.csum_seed = crc32c_raw(0xFFFFFFFF, bytes(raw[48:64]))
+            struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, 0)
+            struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
+        self._write_log(0, raw)
+        self.dev.flush()
+        self.tag_size = tag_bytes(j)
+        self.per_desc = (self.bs - 12 - 16 - (4 if j.csum else 0)) // self.tag_size
 
     # -- limits ------------------------------------------------------------------------------
     def should_commit(self, n: int, budget_blocks: int) -> bool:

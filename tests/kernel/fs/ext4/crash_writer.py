@@ -46,6 +46,7 @@ def main() -> None:
     s = k.sys
     s.mkdir(f"{root}/scratch", 0o755)
     scratch: list[str] = []
+    held: list[int] = []
     n = 0
     while True:
         n += 1
@@ -94,6 +95,15 @@ def main() -> None:
                     except OSError:
                         pass
                 s.rmdir(d)
+        elif op < 0.95:  # an open, unlinked file (on the orphan list until closed)
+            if len(held) < 3:
+                name = f"{root}/held-{n}"
+                fd = s.open(name, kernel.O_CREAT | kernel.O_RDWR, 0o600)
+                s.write(fd, rnd.randbytes(rnd.choice([100, 20000])))
+                s.unlink(name)
+                held.append(fd)
+            else:
+                s.close(held.pop(0))
         elif op < 0.97:
             s.setxattr(f"{root}/{rnd.choice(scratch)}", b"user.x", rnd.randbytes(rnd.randrange(300)), 0)
         else:
