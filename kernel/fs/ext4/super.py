@@ -422,23 +422,28 @@ class Ext4Super(SuperBlock):
 
     def _check_orphans(self) -> None:
         """Count orphans (left for e2fsck or a read-write mount: this mount writes nothing)."""
-        count = 0
         if self.noload:
             return
-        ino = self.es.s_last_orphan
-        seen: set[int] = set()
-        while ino:
-            if ino in seen or not 1 <= ino <= self.inodes_count:
-                log.warning("ext4: orphan list is damaged at inode %d; ignored", ino)
-                break
-            seen.add(ino)
-            count += 1
-            raw = self.read_inode_raw(ino)
-            ino = struct.unpack_from("<I", raw, 0x14)[0]  # i_dtime links the list
+        count = len(self._orphan_list())
         if self.compat & COMPAT_ORPHAN_FILE and self.es.s_orphan_file_inum:
             count += self._orphan_file_count()
         if count:
             log.info("ext4: %d orphan inode(s) are left for a read-write mount to clean up", count)
+
+    def _orphan_list(self) -> list[int]:
+        """The inodes on the orphan list (s_last_orphan, chained through i_dtime); a damaged
+        chain is cut where it goes wrong (e2fsck deals with the rest)."""
+        out: list[int] = []
+        seen: set[int] = set()
+        ino = self.es.s_last_orphan
+        while ino:
+            if ino in seen or not 1 <= ino <= self.inodes_count:
+                log.warning("ext4: orphan list is damaged at inode %d; the rest is ignored", ino)
+                break
+            seen.add(ino)
+            out.append(ino)
+            ino = struct.unpack_from("<I", self.read_inode_raw(ino), 0x14)[0]
+        return out
 
     def _orphan_file_count(self) -> int:
         inode = self._load_inode(self.es.s_orphan_file_inum)
@@ -630,17 +635,7 @@ class Ext4Super(SuperBlock):
 
         if self.noload:
             return
-        todo: list[int] = []
-        ino = self.es.s_last_orphan
-        seen: set[int] = set()
-        while ino:
-            if ino in seen or not 1 <= ino <= self.inodes_count:
-                log.warning("ext4: orphan list is damaged at inode %d; left for e2fsck", ino)
-                break
-            seen.add(ino)
-            todo.append(ino)
-            ino = struct.unpack_from("<I", self.read_inode_raw(ino), 0x14)[0]
-        todo += self._drain_orphan_file()
+        todo = self._orphan_list() + self._drain_orphan_file()
         for ino in todo:
             raw = self.read_inode_raw(ino)
             links = struct.unpack_from("<H", raw, 0x1A)[0]

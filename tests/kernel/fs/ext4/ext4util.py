@@ -61,3 +61,35 @@ def names_sha(names: list[str]) -> str:
 
 def file_sha(path: os.PathLike[str]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_file(s: Any, path: str, data: bytes, flags: int = 0) -> None:
+    """Create or truncate ``path`` through kernel.sys and write ``data`` to it."""
+    fd = s.open(path, kernel.O_CREAT | kernel.O_WRONLY | kernel.O_TRUNC | flags, 0o644)
+    try:
+        pos = 0
+        while pos < len(data):
+            pos += s.write(fd, data[pos:pos + (1 << 20)])
+    finally:
+        s.close(fd)
+
+
+def read_file(s: Any, path: str) -> bytes:
+    fd = s.open(path, kernel.O_RDONLY)
+    try:
+        out = []
+        while chunk := s.read(fd, 1 << 20):
+            out.append(chunk)
+        return b"".join(out)
+    finally:
+        s.close(fd)
+
+
+def host_fallocate(fd: int, mode: int, off: int, ln: int) -> None:
+    """fallocate(2) on a host file (the os module has only posix_fallocate)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))

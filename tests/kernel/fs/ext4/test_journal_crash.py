@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ext4util import read_file
 from helpers import ROOT, need_tool, run
 
 import kernel
@@ -28,17 +29,6 @@ LAYOUTS = [["-t", "ext4"], ["-t", "ext4", "-b", "1024", "-O", "^64bit"], ["-t", 
 def _sb(k: Kernel, path: str):
     res, _ = k.sys._resolve(kernel.AT_FDCWD, path, True)
     return res.mnt.sb
-
-
-def _read(s, path: str) -> bytes:
-    fd = s.open(path, kernel.O_RDONLY)
-    try:
-        out = []
-        while chunk := s.read(fd, 1 << 20):
-            out.append(chunk)
-        return b"".join(out)
-    finally:
-        s.close(fd)
 
 
 def _check(tmp_path: Path, img: Path, record: Path, trial: int) -> int:
@@ -58,7 +48,7 @@ def _check(tmp_path: Path, img: Path, record: Path, trial: int) -> int:
         root = k.mount_dev(k.disk_add(img, readonly=False))
         info = _sb(k, root).recovery
         for name, sha in durable:
-            assert hashlib.sha256(_read(k.sys, f"{root}/{name}")).hexdigest() == sha, \
+            assert hashlib.sha256(read_file(k.sys, f"{root}/{name}")).hexdigest() == sha, \
                 f"trial {trial}: {name}"
     check = subprocess.run(["e2fsck", "-fn", str(img)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ext4util import unpack
+from ext4util import host_fallocate, read_file, unpack, write_file
 from helpers import LoopMount, need_root, need_tool, run
 from treeutil import diff_manifests, host_manifest, kernel_manifest, project
 
@@ -48,27 +48,6 @@ def fsck(img: Path) -> str:
 
 def mount_rw(k: Kernel, img: Path) -> str:
     return k.mount_dev(k.disk_add(img, readonly=False))
-
-
-def write_file(s, path: str, data: bytes, flags: int = 0) -> None:
-    fd = s.open(path, kernel.O_CREAT | kernel.O_WRONLY | kernel.O_TRUNC | flags, 0o644)
-    try:
-        pos = 0
-        while pos < len(data):
-            pos += s.write(fd, data[pos:pos + (1 << 20)])
-    finally:
-        s.close(fd)
-
-
-def read_file(s, path: str) -> bytes:
-    fd = s.open(path, kernel.O_RDONLY)
-    try:
-        out = []
-        while chunk := s.read(fd, 1 << 20):
-            out.append(chunk)
-        return b"".join(out)
-    finally:
-        s.close(fd)
 
 
 def listdir(s, path: str) -> list[bytes]:
@@ -303,7 +282,7 @@ def test_fallocate_punch_zero(tmp_path: Path) -> None:
                (kernel.FALLOC_FL_KEEP_SIZE, 4 << 20, 1 << 20)]
         for mode, off, ln in ops:
             s.fallocate(fd, mode, off, ln)
-            _host_fallocate(hfd, mode, off, ln)
+            host_fallocate(hfd, mode, off, ln)
         s.pwrite(fd, b"inside", (2 << 20) + 4096)
         os.pwrite(hfd, b"inside", (2 << 20) + 4096)
         st = s.fstat(fd)
@@ -313,14 +292,6 @@ def test_fallocate_punch_zero(tmp_path: Path) -> None:
         os.close(hfd)
         assert read_file(s, f"{root}/f") == host.read_bytes()
     fsck(img)
-
-
-def _host_fallocate(fd: int, mode: int, off: int, ln: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
-        raise OSError(ctypes.get_errno(), "fallocate")
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
+from ext4util import host_fallocate
 from helpers import need_tool
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -35,15 +36,6 @@ FIELDS = ("type", "mode", "size", "sha256", "target", "nlink", "links", "xattrs"
 NAMES = st.sampled_from(["a", "b", "c", "dd", "e" * 40, "f" * 200, "g.txt", "h h"])
 SIZES = st.sampled_from([0, 1, 100, 1023, 1024, 1025, 4096, 5000, 70000, 300000])
 OFFSETS = st.sampled_from([0, 1, 511, 1024, 4095, 4096, 65536, 1 << 20, 40 << 20])
-
-
-def _host_fallocate(fd: int, mode: int, off: int, ln: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.fallocate(fd, mode, ctypes.c_long(off), ctypes.c_long(ln)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 class Ext4VsHost(RuleBasedStateMachine):
@@ -146,7 +138,7 @@ class Ext4VsHost(RuleBasedStateMachine):
         def hf() -> None:
             fd = os.open(self.hp(rel), os.O_WRONLY)
             try:
-                _host_fallocate(fd, flags, off, ln)
+                host_fallocate(fd, flags, off, ln)
             finally:
                 os.close(fd)
 
