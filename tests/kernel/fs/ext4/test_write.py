@@ -478,3 +478,28 @@ def test_inline_data_moves_to_blocks_when_changed(tmp_path: Path) -> None:
         assert sorted(os.listdir(mnt / "kernel-dir")) == sorted(
             ["k0", "k1", "k3", "k4"] + [f"more-{i:02d}" for i in range(40)])
         assert (mnt / "inline-300").stat().st_size == 300
+
+
+def test_out_of_inodes_is_enospc(tmp_path: Path) -> None:
+    """With every inode used, creating anything is ENOSPC and the image stays clean."""
+    img = mkfs(tmp_path / "i.img", "ext4-1k", ["-N", "64"])
+    made = 0
+    with Kernel(mb=16) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        with pytest.raises(OSError) as e:
+            while True:
+                if made % 5 == 0:
+                    s.mkdir(f"{root}/d{made}", 0o755)
+                else:
+                    write_file(s, f"{root}/f{made}", b"x")
+                made += 1
+        assert e.value.errno == errno.ENOSPC
+        assert s.statfs(root).f_ffree == 0
+        with pytest.raises(OSError) as e:
+            s.symlink(b"t", f"{root}/link")
+        assert e.value.errno == errno.ENOSPC
+        s.unlink(f"{root}/f1")
+        write_file(s, f"{root}/again", b"y")
+    assert made > 40
+    fsck(img)
