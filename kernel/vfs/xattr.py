@@ -39,7 +39,7 @@ from .inode import Inode, SetAttr
 if TYPE_CHECKING:
     from .task import Task
 
-PREFIXES = (b"user.", b"trusted.", b"security.", b"system.")
+PREFIXES = (b"user.", b"trusted.", b"security.", b"system.", b"btrfs.")  # btrfs: properties
 ACL_NAMES = (XATTR_NAME_POSIX_ACL_ACCESS, XATTR_NAME_POSIX_ACL_DEFAULT)
 
 

@@ -1,0 +1,262 @@
+"""btrfs inodes (fs/btrfs/inode.c, dir-item.c, xattr.c: the read side).
+
+An inode is the INODE_ITEM at (ino, 1, 0) of its subvolume's tree; its names
+are INODE_REF/INODE_EXTREF items, its directory entries DIR_ITEM (by crc32c
+name hash, for lookup) and DIR_INDEX (by sequence, for readdir) items, its
+attributes XATTR_ITEMs and its data EXTENT_DATA items keyed by file offset.
+A directory entry whose location is a ROOT_ITEM is a subvolume: it opens as
+that subvolume's root directory, with the subvolume's own st_dev.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ...errors import corrupted, kerr
+from ...lib.crc import crc32c_raw
+from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN, S_IFDIR, makedev
+from ...vfs.inode import Extent, Inode
+from .compress import decompress
+from .ondisk import (
+    COMPRESS_NONE,
+    DIR_INDEX_KEY,
+    DIR_ITEM,
+    DIR_ITEM_KEY,
+    EMPTY_SUBVOL_DIR_OBJECTID,
+    EXTENT_DATA_KEY,
+    FILE_EXTENT,
+    FILE_EXTENT_DISK,
+    FILE_EXTENT_INLINE,
+    FILE_EXTENT_PREALLOC,
+    FILE_EXTENT_REG,
+    INODE_ITEM,
+    INODE_NODATASUM,
+    INODE_REF_KEY,
+    ROOT_ITEM_KEY,
+    XATTR_ITEM_KEY,
+)
+
+if TYPE_CHECKING:
+    from .super import BtrfsSuper, Subvol
+
+_FT_TO_DT = (DT_UNKNOWN, DT_REG, DT_DIR, DT_CHR, DT_BLK, DT_FIFO, DT_SOCK, DT_LNK)
+_NS = 1_000_000_000
+_MAX_NAME = 255
+
+
+def name_hash(name: bytes) -> int:
+    """The DIR_ITEM/XATTR_ITEM key offset: crc32c seeded with ~1, not inverted."""
+    return crc32c_raw(0xFFFFFFFE, name)
+
+
+def _entries(data: memoryview, where: str) -> Iterator[tuple[tuple[int, int, int], int, bytes, bytes]]:
+    """The (location key, type, name, data) entries packed in one DIR/XATTR item."""
+    pos, end = 0, len(data)
+    while pos < end:
+        if pos + DIR_ITEM.size > end:
+            raise corrupted(where, "directory item truncated")
+        oid, typ, off, _transid, dlen, nlen, ftype = DIR_ITEM.unpack_from(data, pos)
+        pos += DIR_ITEM.size
+        if not nlen or nlen > 65535 or pos + nlen + dlen > end:
+            raise corrupted(where, f"directory item with name length {nlen}, data {dlen}")
+        name = bytes(data[pos:pos + nlen])
+        value = bytes(data[pos + nlen:pos + nlen + dlen])
+        pos += nlen + dlen
+        yield (oid, typ, off), ftype, name, value
+
+
+class BtrfsInode(Inode):
+    __slots__ = ("subvol", "flags", "_extents")
+
+    sb: BtrfsSuper
+
+    def __init__(self, sb: BtrfsSuper, subvol: Subvol, ino: int, item: memoryview | None) -> None:
+        super().__init__(sb, ino)
+        self.subvol = subvol
+        self._extents: list[tuple[int, int, int, memoryview]] | None = None
+        self.flags = 0
+        if item is None:  # a subvolume that is not there any more: an empty directory
+            self.mode = S_IFDIR | 0o755
+            self.nlink = 1
+            return
+        what = f"btrfs inode {ino} (subvolume {subvol.id})"
+        if len(item) < INODE_ITEM.size:
+            raise corrupted(what, "inode item truncated")
+        (gen, _transid, size, nbytes, _bg, nlink, uid, gid, mode, rdev, flags, _seq, _res,
+         asec, ansec, csec, cnsec, msec, mnsec, osec, onsec) = INODE_ITEM.unpack_from(item, 0)
+        if size >= 1 << 63 or mode & 0o170000 == 0:
+            raise corrupted(what, f"bad size {size} or mode {mode:o}")
+        self.generation = gen
+        self.size = size
+        self.blocks = nbytes // 512
+        self.nlink = nlink
+        self.uid, self.gid, self.mode = uid, gid, mode
+        if mode & 0o170000 in (0o020000, 0o060000):
+            # the kernel's internal dev_t (major << 20 | minor)
+            self.rdev = makedev(rdev >> 20 & 0xFFF, rdev & 0xFFFFF)
+        self.flags = flags
+
+        def t(sec: int, nsec: int) -> int:
+            if sec >= 1 << 63:
+                sec -= 1 << 64
+            return sec * _NS + min(nsec, _NS - 1)
+
+        self.atime_ns, self.ctime_ns = t(asec, ansec), t(csec, cnsec)
+        self.mtime_ns, self.btime_ns = t(msec, mnsec), t(osec, onsec)
+
+    @property
+    def dev(self) -> int:
+        return self.subvol.dev
+
+    @property
+    def tree(self):  # noqa: ANN201 - a ctree.Tree
+        return self.subvol.tree
+
+    # -- directories ---------------------------------------------------------------------
+    def lookup(self, name: bytes) -> Inode | None:
+        if not self.is_dir:
+            raise kerr(errno.ENOTDIR)
+        if self.ino == EMPTY_SUBVOL_DIR_OBJECTID and self.subvol.tree is None:
+            return None
+        key = (self.ino, DIR_ITEM_KEY, name_hash(name))
+        data = self.tree.get(key)
+        if data is None:
+            return None
+        where = f"btrfs directory {self.ino} item {key[2]}"
+        for loc, _ft, n, _v in _entries(data, where):
+            if n == name:
+                return self.sb.inode_at(self.subvol, loc, where)
+        return None
+
+    def iterate(self, pos: int) -> Iterator[tuple[bytes, int, int, int]]:
+        if not self.is_dir:
+            raise kerr(errno.ENOTDIR)
+        if pos <= 0:
+            yield b".", self.ino, DT_DIR, 1
+        if pos <= 1:
+            yield b"..", self.parent_ino(), DT_DIR, 2
+        if self.subvol.tree is None:
+            return
+        start = max(pos, 2)
+        where = f"btrfs directory {self.ino}"
+        for (_oid, _t, idx), data in self.tree.items((self.ino, DIR_INDEX_KEY, start),
+                                                      (self.ino, DIR_INDEX_KEY + 1, 0)):
+            for loc, ft, name, _v in _entries(data, where):
+                if len(name) > _MAX_NAME or b"/" in name or b"\0" in name:
+                    raise corrupted(where, f"invalid name {name!r}")
+                ino = 256 if loc[1] == ROOT_ITEM_KEY else loc[0]
+                yield name, ino, _FT_TO_DT[ft] if ft < 8 else DT_UNKNOWN, idx + 1
+
+    def parent_ino(self) -> int:
+        tree = self.subvol.tree
+        if tree is None:
+            return self.ino
+        hit = tree.first((self.ino, INODE_REF_KEY, 0), (self.ino, INODE_REF_KEY + 1, 0))
+        if hit is not None:
+            return hit[0][2]
+        return self.ino
+
+    # -- data ------------------------------------------------------------------------------
+    def _file_extents(self) -> list[tuple[int, int, int, memoryview]]:
+        """(file offset, length in the file, type, item) of every extent, sorted."""
+        exts = self._extents
+        if exts is None:
+            exts = []
+            where = f"btrfs inode {self.ino} extent"
+            for (_o, _t, off), data in self.tree.items((self.ino, EXTENT_DATA_KEY, 0),
+                                                      (self.ino, EXTENT_DATA_KEY + 1, 0)):
+                if len(data) < FILE_EXTENT.size:
+                    raise corrupted(where, f"item at {off} truncated")
+                _g, ram, _c, _e, _o2, typ = FILE_EXTENT.unpack_from(data, 0)
+                if typ == FILE_EXTENT_INLINE:
+                    length = ram
+                elif typ in (FILE_EXTENT_REG, FILE_EXTENT_PREALLOC):
+                    if len(data) < FILE_EXTENT.size + 32:
+                        raise corrupted(where, f"item at {off} truncated")
+                    length = int.from_bytes(data[FILE_EXTENT.size + 24:FILE_EXTENT.size + 32],
+                                            "little")
+                else:
+                    raise corrupted(where, f"unknown extent type {typ}")
+                exts.append((off, length, typ, data))
+            self._extents = exts
+        return exts
+
+    def extents(self, start: int, end: int) -> Iterator[Extent]:
+        bs = self.sb.blocksize
+        for off, length, typ, data in self._file_extents():
+            if typ != FILE_EXTENT_INLINE and \
+                    int.from_bytes(data[FILE_EXTENT.size:FILE_EXTENT.size + 8], "little") == 0:
+                continue  # a hole written out (no NO_HOLES)
+            first, last = off // bs, (off + length + bs - 1) // bs
+            if last <= start or first >= end:
+                continue
+            yield Extent(first, last - first, 0, typ == FILE_EXTENT_PREALLOC)
+
+    def read(self, offset: int, size: int) -> bytes:
+        size = min(size, self.size - offset)
+        if size <= 0:
+            return b""
+        out = bytearray(size)
+        end = offset + size
+        for off, length, typ, data in self._file_extents():
+            if off >= end or off + length <= offset:
+                continue
+            lo, hi = max(off, offset), min(off + length, end)
+            if typ == FILE_EXTENT_PREALLOC:
+                continue
+            chunk = self._extent_bytes(off, typ, data, lo - off, hi - lo)
+            out[lo - offset:lo - offset + len(chunk)] = chunk
+        return bytes(out)
+
+    def _extent_bytes(self, off: int, typ: int, data: memoryview, skip: int, n: int) -> bytes:
+        """``n`` bytes from ``skip`` into the extent at file offset ``off``."""
+        where = f"btrfs inode {self.ino} extent at {off}"
+        _g, ram, comp, enc, _o, _t = FILE_EXTENT.unpack_from(data, 0)
+        if enc:
+            raise kerr(errno.EOPNOTSUPP, where, "encrypted extents are not supported")
+        if typ == FILE_EXTENT_INLINE:
+            payload = bytes(data[FILE_EXTENT.size:])
+            if comp != COMPRESS_NONE:
+                payload = decompress(comp, payload, ram, where)
+            return payload[skip:skip + n].ljust(min(n, max(ram - skip, 0)), b"\0")
+        disk, disk_len, ext_off, _num = FILE_EXTENT_DISK.unpack_from(data, FILE_EXTENT.size)
+        if disk == 0:
+            return bytes(n)
+        if comp == COMPRESS_NONE:
+            return self.sb.read_data(disk + ext_off + skip, n, not self.flags & INODE_NODATASUM,
+                                     where)
+        raw = self.sb.read_data(disk, disk_len, not self.flags & INODE_NODATASUM, where)
+        full = decompress(comp, raw, ram, where)
+        return full[ext_off + skip:ext_off + skip + n]
+
+    def readlink(self) -> bytes:
+        if not self.is_lnk:
+            raise kerr(errno.EINVAL)
+        return self.read(0, self.size)
+
+    # -- xattrs -------------------------------------------------------------------------------
+    def _xattrs(self) -> list[tuple[bytes, bytes]]:
+        if self.subvol.tree is None:
+            return []
+        out = []
+        where = f"btrfs inode {self.ino} xattr"
+        for _k, data in self.tree.items((self.ino, XATTR_ITEM_KEY, 0),
+                                         (self.ino, XATTR_ITEM_KEY + 1, 0)):
+            for _loc, _ft, name, value in _entries(data, where):
+                out.append((name, value))
+        return out
+
+    def listxattr(self) -> list[bytes]:
+        return [n for n, _v in self._xattrs()]
+
+    def getxattr(self, name: bytes) -> bytes:
+        if self.subvol.tree is not None:
+            data = self.tree.get((self.ino, XATTR_ITEM_KEY, name_hash(name)))
+            if data is not None:
+                for _loc, _ft, n, value in _entries(data, f"btrfs inode {self.ino} xattr"):
+                    if n == name:
+                        return value
+        raise kerr(errno.ENODATA, name)
+
