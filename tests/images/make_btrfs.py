@@ -122,7 +122,20 @@ def make_csums(work: Path) -> None:
         finish(csum, img, {"csum": csum})
 
 
-MAKERS = {"basic": make_basic, "features": make_features, "csums": make_csums}
+def make_layouts(work: Path) -> None:
+    """64 KiB nodes without NO_HOLES (explicit hole extents); mixed block groups."""
+    src = work / "layout-src"
+    rich_tree(src)
+    img = work / "node64k.img"
+    mkfs(img, "-n", "65536", "-O", "^no-holes", src=src)
+    finish("node64k", img)
+    img = work / "mixed.img"
+    mkfs(img, "--mixed", src=src)
+    finish("mixed", img)
+
+
+MAKERS = {"basic": make_basic, "features": make_features, "csums": make_csums,
+          "layouts": make_layouts}
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from kernel.lib.crc import crc32c
 
 FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", "rdev", "xattrs",
           "links", "nlink")
-NAMES = ["basic", "features", "xxhash", "sha256", "blake2"]
+NAMES = ["basic", "features", "xxhash", "sha256", "blake2", "node64k", "mixed"]
 
 
 def expected(name: str) -> dict:
