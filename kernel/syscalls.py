@@ -453,6 +453,12 @@ class Syscalls:
         if inode.nlink == 0:
             return out
         for name, ino, dtype, off in inode.iterate(f.pos):
+            if not name or b"/" in name or b"\0" in name:
+                # verify_dirent_name: a damaged entry (NUL refused too: no C string holds it)
+                if out:
+                    break  # returned next time, as Linux does
+                raise kerr(errno.EUCLEAN, None,
+                           f"directory inode {inode.ino} holds an invalid name {name!r}")
             reclen = (19 + len(name) + 1 + 7) & ~7
             if used + reclen > count:
                 if not out:

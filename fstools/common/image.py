@@ -64,7 +64,7 @@ def open_image(path: str, *, readonly: bool, fstype: str | None = None, part: in
             root = k.mount_dev(disk, part=part, fstype=fstype,
                                flags=MS_RDONLY if readonly else 0, options=options)
         except OSError as e:
-            raise ToolError(_mount_message(path, e)) from e
+            raise ToolError(mount_message(path, e)) from e
         yield Mounted(k, k.sys, root, k.fstype_of(root), path, readonly)
     finally:
         try:
@@ -73,7 +73,7 @@ def open_image(path: str, *, readonly: bool, fstype: str | None = None, part: in
             raise ToolError(f"{path}: unmounting failed: {describe(e)}") from e
 
 
-def _mount_message(path: str, e: OSError) -> str:
+def mount_message(path: str, e: OSError) -> str:
     detail = e.strerror or os.strerror(e.errno or errno.EIO)
     name = e.filename if e.filename else path
     if isinstance(name, bytes):

@@ -90,6 +90,7 @@ class Exporter:
         rootfd = sys.open(self.root, O_RDONLY | O_DIRECTORY)
         try:
             st = sys.fstat(rootfd)
+            dirs = {(st.st_dev, st.st_ino)}  # a directory met twice: a loop in a damaged image
             self._entry(rootfd, b"", b"./", st)
             stack: list[tuple[int, bytes, list[bytes], int]] = [
                 (rootfd, b"./", self._names(rootfd, b"./"), 0)]
@@ -109,6 +110,11 @@ class Exporter:
                     self._failed(path, e)
                     continue
                 if stat.S_ISDIR(st.st_mode):
+                    if (st.st_dev, st.st_ino) in dirs:
+                        self._failed(path, OSError(errno.ELOOP, "directory loop: this directory "
+                                                   "is already in the archive (damaged image)"))
+                        continue
+                    dirs.add((st.st_dev, st.st_ino))
                     try:
                         sub = sys.openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
                     except OSError as e:

@@ -28,7 +28,7 @@ from ..common.cli import (
     run_tool,
     setup_logging,
 )
-from ..common.image import check_image
+from ..common.image import check_image, mount_message
 from .options import Options, parse
 
 log = logging.getLogger("lklfuse")
@@ -98,7 +98,7 @@ def mount_image(image: str, o: Options) -> Mounted:
             if rw and e.errno == errno.EROFS and not o.rw:
                 notice = f"{image}: {e.strerror}; mounted read-only"
                 continue
-            raise ToolError(describe(e) if e.filename else f"{image}: {describe(e)}") from None
+            raise ToolError(mount_message(image, e)) from None
     raise AssertionError("unreachable")
 
 

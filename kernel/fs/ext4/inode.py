@@ -85,8 +85,9 @@ class Ext4Inode(Inode):
         size = size_lo
         if ftype == S_IFREG or sb.large_dir:
             size |= size_hi << 32
-        if size >= 1 << 63:
-            raise corrupted(what, f"bad i_size {size}")
+        limit = sb.maxbytes if flags & EXT4_EXTENTS_FL else sb.maxbytes_indirect
+        if size >= 1 << 63 or (ftype == S_IFREG and size > limit):
+            raise corrupted(what, f"bad i_size {size} (the largest file is {limit} bytes)")
         self.size = size
         blocks = blocks_lo
         if sb.huge_file:

@@ -293,6 +293,13 @@ class Ext4Super(SuperBlock):
         self.def_hash_version = es.s_def_hash_version
         self.unsigned_hash = bool(es.s_flags & EXT2_FLAGS_UNSIGNED_HASH)
         self.max_links = 65000  # EXT4_LINK_MAX
+        # s_maxbytes (ext4_max_size): extent files address 2^32 - 1 blocks; indirect maps
+        # and 32-bit i_blocks limit the others
+        per = bs // 4
+        self.maxbytes_indirect = min((12 + per + per ** 2 + per ** 3) * bs,
+                                     ((1 << 48) - 1) * 512 if self.huge_file else (1 << 41) - 1)
+        self.maxbytes = min(((1 << 32) - 1) * bs if incompat & INCOMPAT_EXTENTS
+                            else self.maxbytes_indirect, (1 << 63) - 1)
         self.time_gran = 1 if isize > EXT4_GOOD_OLD_INODE_SIZE else 1_000_000_000
         if incompat & _EXT4_ONLY_INCOMPAT or ro_compat & _EXT4_ONLY_RO:
             self.fstype = "ext4"
