@@ -15,7 +15,7 @@ DEMO_IMAGE := tests/images/demo-ext4.img.zst
 WORK := build/demo
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo test lint typecheck pytest bench images clean
+.PHONY: all deps venv demo test lint typecheck pytest bench images fuzz clean
 
 all: test
 
@@ -67,8 +67,14 @@ bench: venv
 	$(PY) -m pip install -q 'matplotlib>=3.7' >/dev/null
 	$(PY) -m bench $(BENCH_ARGS)
 
+# Regenerate every test image from its script (root: the scripts loop-mount images).
 images: venv
-	$(PY) tests/images/make_images.py
+	for script in tests/images/make_*.py; do $(PY) $$script || exit 1; done
+
+# The fuzz tests for longer than CI runs them (FUZZ_SECONDS per image).
+FUZZ_SECONDS ?= 300
+fuzz: venv
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=1000000 $(PY) -m pytest -q tests/robust/test_fuzz.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
