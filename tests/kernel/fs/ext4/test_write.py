@@ -139,13 +139,9 @@ def _compare_kernel(img: Path, host: Path) -> None:
                           project(want, fields, skip_root_mtime=True)) == []
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_operations_fsck_clean_and_read_back(tmp_path: Path, config: str) -> None:
-    """Files of every size, sparse files, a big directory with deletions, links, devices,
-    renames, truncation, modes, owners and xattrs: e2fsck clean, and the tree read back
-    by our kernel, by debugfs and by the host kernel is the tree written."""
-    need_root()
-    img = mkfs(tmp_path / "w.img", config)
+def _populate_and_check(img: Path, tmp_path: Path) -> Path:
+    """populate() through our kernel and on a host directory; e2fsck clean and our kernel
+    reads back the host's tree. Returns the host directory."""
     host = tmp_path / "host"
     host.mkdir()
     with Kernel(mb=32) as k:
@@ -153,6 +149,17 @@ def test_operations_fsck_clean_and_read_back(tmp_path: Path, config: str) -> Non
         populate(k.sys, root, host)
     fsck(img)
     _compare_kernel(img, host)
+    return host
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_operations_fsck_clean_and_read_back(tmp_path: Path, config: str) -> None:
+    """Files of every size, sparse files, a big directory with deletions, links, devices,
+    renames, truncation, modes, owners and xattrs: e2fsck clean, and the tree read back
+    by our kernel, by debugfs and by the host kernel is the tree written."""
+    need_root()
+    img = mkfs(tmp_path / "w.img", config)
+    host = _populate_and_check(img, tmp_path)
     # debugfs: contents, modes and targets
     out = tmp_path / "rdump"
     out.mkdir()
@@ -529,10 +536,4 @@ def test_other_layouts(tmp_path: Path, layout: str) -> None:
     with open(img, "wb") as f:
         f.truncate(96 << 20)
     run("mke2fs", "-q", "-F", *LAYOUT_SWEEP[layout], img)
-    host = tmp_path / "host"
-    host.mkdir()
-    with Kernel(mb=32) as k:
-        root = mount_rw(k, img)
-        populate(k.sys, root, host)
-    fsck(img)
-    _compare_kernel(img, host)
+    _populate_and_check(img, tmp_path)
