@@ -454,11 +454,15 @@ class Syscalls:
             return out
         for name, ino, dtype, off in inode.iterate(f.pos):
             if not name or b"/" in name or b"\0" in name:
-                # verify_dirent_name: a damaged entry (NUL refused too: no C string holds it)
+                # verify_dirent_name: a damaged entry (NUL refused too: no C string holds it).
+                # The error comes alone, naming the entry; unlike Linux the position moves
+                # past it, so the rest of the directory can still be read.
                 if out:
-                    break  # returned next time, as Linux does
-                raise kerr(errno.EUCLEAN, None,
-                           f"directory inode {inode.ino} holds an invalid name {name!r}")
+                    break
+                f.pos = off
+                err = kerr(errno.EUCLEAN, name, f"directory inode {inode.ino} holds an invalid name")
+                err.dirent_name = name  # type: ignore[attr-defined]  # the next call reads on
+                raise err
             reclen = (19 + len(name) + 1 + 7) & ~7
             if used + reclen > count:
                 if not out:

@@ -348,7 +348,14 @@ class ImageEndpoint:
         names: list[bytes] = []
         sys = self.sys
         while True:
-            batch = sys.getdents64(dfd, 1 << 16)
+            try:
+                batch = sys.getdents64(dfd, 1 << 16)
+            except OSError as e:
+                bad = getattr(e, "dirent_name", None)
+                if bad is not None:  # a damaged name: the engine reports it; read on
+                    names.append(bad)
+                    continue
+                raise
             if not batch:
                 break
             names.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))

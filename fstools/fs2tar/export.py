@@ -134,14 +134,20 @@ class Exporter:
 
     def _names(self, dfd: int, path: bytes) -> list[bytes]:
         names: list[bytes] = []
-        try:
-            while True:
+        while True:
+            try:
                 batch = self.sys.getdents64(dfd, 1 << 16)
-                if not batch:
-                    break
-                names.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))
-        except OSError as e:
-            self._failed(path, e)
+            except OSError as e:
+                bad = getattr(e, "dirent_name", None)
+                if bad is not None:
+                    # one damaged entry (a name with '/' or NUL): report it, read on
+                    self._failed(path, OSError(e.errno, f"invalid name {bad!r} left out"))
+                    continue
+                self._failed(path, e)
+                break
+            if not batch:
+                break
+            names.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))
         names.sort()
         return names
 

@@ -5,6 +5,7 @@ unchanged."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 from fuzzwalk import walk
 from helpers import IMAGES, ROOT, need_tool, sha256_file, unpack_image
+
+import kernel
+from kernel import Kernel
 
 INFO = json.loads((IMAGES / "damaged.json").read_text())
 NAMES = sorted(INFO)
@@ -109,3 +113,27 @@ def test_lklfuse_refuses_before_mounting(tmp_path: Path, name: str) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert str(image) in proc.stderr
     assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("name,bad", [("ext4-name-with-slash", b"file/7"),
+                                      ("ext4-name-with-nul", b"file\x007")])
+def test_getdents_reports_a_bad_name_and_reads_on(tmp_path: Path, name: str, bad: bytes) -> None:
+    """A name holding '/' or NUL: getdents stops before it, then fails with EUCLEAN naming
+    it (Linux's verify_dirent_name), then goes on with the rest of the directory."""
+    image = unpack_image(f"damaged-{name}.img", tmp_path)
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(image, readonly=True), flags=kernel.MS_RDONLY)
+        fd = k.sys.open(f"{root}/a", kernel.O_RDONLY | kernel.O_DIRECTORY)
+        names, errors = [], []
+        for _ in range(100):
+            try:
+                batch = k.sys.getdents64(fd, 1 << 16)
+            except OSError as e:
+                errors.append((e.errno, getattr(e, "dirent_name", None)))
+                continue
+            if not batch:
+                break
+            names += [d.d_name for d in batch]
+        assert errors == [(errno.EUCLEAN, bad)]
+        want = {f"file{i:02d}".encode() for i in range(20)} - {b"file07"} | {b".", b"..", b"b"}
+        assert set(names) == want
