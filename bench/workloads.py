@@ -47,7 +47,13 @@ class Result:
         return next((r for r in self.rows if r.reference and r.seconds), None)
 
     def ratio(self, row: Row) -> float | None:
-        ref = self.reference()
+        """Against the reference row that heads the row's group (the last one before it)."""
+        ref = None
+        for r in self.rows:
+            if r is row:
+                break
+            if r.reference and r.seconds:
+                ref = r
         if ref is None or ref.seconds is None or row.seconds is None or row.reference:
             return None
         return row.seconds / ref.seconds
