@@ -10,6 +10,7 @@ the index). Names are at most 255 bytes, so these loops are bounded.
 from __future__ import annotations
 
 import errno
+import functools
 import struct
 
 from ...errors import kerr
@@ -149,6 +150,7 @@ def _tea(buf: list[int], x: list[int]) -> None:
     buf[1] = (buf[1] + b1) & M
 
 
+@functools.lru_cache(maxsize=8192)
 def dx_hash(name: bytes, version: int, seed: tuple[int, int, int, int] | None) -> tuple[int, int]:
     """(major, minor) hash of ``name`` for hash ``version`` (0..5); EUCLEAN otherwise.
 

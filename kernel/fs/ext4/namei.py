@@ -54,6 +54,10 @@ def lookup(inode: Ext4Inode, name: bytes) -> int | None:
     if dc is not None:
         return dc.lookup(name)  # type: ignore[attr-defined]
     sb = inode.sb
+    if not sb.rdonly:
+        # a directory being changed keeps its parsed entries up to date (dirwrite): parse
+        # it once, then every lookup is a dictionary probe
+        return get_cache(inode).lookup(name)
     if inode.inline:
         return get_cache(inode).lookup(name)
     if inode.i_flags & EXT4_INDEX_FL and sb.dir_index:
