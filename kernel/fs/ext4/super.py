@@ -804,6 +804,12 @@ class Ext4Super(SuperBlock):
                 store_inode(inode)
         self.alloc.commit()
 
+    def _changed(self) -> bool:
+        """Anything not yet on the image (or in a committed transaction)?"""
+        return bool(self._dirty or self._data or self.alloc.pending or self.alloc.dirty
+                    or self.super_dirty or (self.journal is not None and self.journal.running)
+                    or self._real_cache().dirty_buffers(self.io))
+
     def _real_cache(self) -> BufferCache:
         bc = self.bcache
         return bc._cache if isinstance(bc, JournalingCache) else bc  # type: ignore[return-value]
@@ -820,7 +826,7 @@ class Ext4Super(SuperBlock):
         self.journal.commit()
 
     def sync(self) -> None:
-        if self.rdonly:
+        if self.rdonly or not self._changed():
             return
         if self.journal is not None:
             self._commit()

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,21 @@ def test_posix_run_matches_native_ext4(tmp_path: Path, options: list[str]) -> No
         assert g == e, f"step {step}: " + "; ".join(
             f"{a[0]}: {b[1]!r} != {a[1]!r}" for a, b in zip(e, g, strict=False) if a != b)
     fsck_clean(ours)
+
+
+@pytest.mark.fuse
+def test_changes_reach_the_image_within_the_commit_interval(tmp_path: Path) -> None:
+    """Without any fsync, a write through the mount is committed to the journal within
+    seconds: a copy of the image taken while still mounted recovers to include it."""
+    need_root()
+    need_tool("debugfs")
+    image = mkfs(tmp_path / "i.img")
+    with Foreground(image, tmp_path / "m") as mnt:
+        (mnt / "unsynced").write_bytes(b"committed by the interval\n")
+        time.sleep(8)
+        copy = tmp_path / "copy.img"
+        copy.write_bytes(image.read_bytes())
+    fix = subprocess.run(["e2fsck", "-fy", str(copy)], capture_output=True, text=True)
+    assert fix.returncode in (0, 1) and "? yes" not in fix.stdout, fix.stdout
+    out = run("debugfs", "-R", "cat /unsynced", copy).stdout
+    assert out == "committed by the interval\n"
