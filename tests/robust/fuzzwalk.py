@@ -114,6 +114,46 @@ def walk(image: str, digests: set[bytes] | None = None) -> tuple[int, dict[str, 
     return seen, errs
 
 
+def write_some(image: str) -> int:
+    """Mount ``image`` read-write and create, write, rename and delete a few things; every
+    step may fail with an OSError, nothing else. Returns how many steps succeeded."""
+    ok = 0
+    with Kernel(mb=16) as k:
+        try:
+            root = k.mount_dev(k.disk_add(image, readonly=False))
+        except OSError:
+            return 0
+        s = k.sys
+        for i in range(5):
+            try:
+                fd = s.open(f"{root}/new{i}", kernel.O_CREAT | kernel.O_WRONLY, 0o644)
+                try:
+                    s.write(fd, b"x" * (i * 5000))
+                finally:
+                    s.close(fd)
+                s.mkdir(f"{root}/dir{i}", 0o755)
+                s.rename(f"{root}/new{i}", f"{root}/dir{i}/moved")
+                s.setxattr(f"{root}/dir{i}/moved", b"user.k", b"v" * 100, 0)
+                ok += 1
+            except OSError:
+                pass
+        try:
+            fd = s.open(root, kernel.O_RDONLY | kernel.O_DIRECTORY)
+            names = [e.d_name for e in s.getdents64(fd, 1 << 16)]
+            s.close(fd)
+        except OSError:
+            names = []
+        for n in names:
+            if n in (b".", b"..") or n.startswith(b"dir"):
+                continue
+            try:
+                s.unlink(f"{root}/{os.fsdecode(n)}")
+                ok += 1
+            except OSError:
+                pass
+    return ok
+
+
 def mutate(rnd: random.Random, data_blocks: list[int], size: int) -> list[tuple[int, bytes]]:
     """Byte flips, zeroed blocks and overwritten words, mostly in metadata-looking units."""
     out: list[tuple[int, bytes]] = []

@@ -36,3 +36,48 @@ def test_fuzzed_images_fail_cleanly(tmp_path: Path, name: str) -> None:
     stats = json.loads(proc.stdout.strip().splitlines()[-1])
     assert stats["walks"] >= 3
     assert sha256_file(image) == before  # every mutation was undone: the walks wrote nothing
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ext4-ext3.img", "ext4-features.img"])
+def test_writing_to_damaged_ext4_fails_cleanly(tmp_path: Path, name: str) -> None:
+    """Damaged images mounted read-write: creating, writing, renaming, setting attributes
+    and deleting either work or fail with an OSError, never anything else, never a hang."""
+    import random
+    import shutil
+    import signal
+    import time
+
+    from fuzzwalk import UNIT, mutate, write_some
+
+    src = unpack_image(name, tmp_path)
+    size = src.stat().st_size
+    data = src.read_bytes()
+    units = [i for i in range(size // UNIT) if any(data[i * UNIT:(i + 1) * UNIT])]
+    rnd = random.Random(hash(name) & 0xFFFF ^ int(os.environ.get("FUZZ_SEED", "0")))
+    img = tmp_path / "w.img"
+    deadline = time.monotonic() + SECONDS
+    runs = 0
+
+    def hang(*_a: object) -> None:
+        raise TimeoutError("a write on a damaged image hung")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    try:
+        while time.monotonic() < deadline and runs < EXAMPLES:
+            shutil.copyfile(src, img)
+            with open(img, "r+b") as f:
+                for off, new in mutate(rnd, units, size):
+                    f.seek(off)
+                    f.write(new)
+            signal.alarm(30)
+            try:
+                write_some(str(img))
+            except OSError:
+                pass  # e.g. the unmount's write-back meeting the damage: a clean failure
+            finally:
+                signal.alarm(0)
+            runs += 1
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert runs >= 3
