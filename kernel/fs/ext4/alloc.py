@@ -173,7 +173,6 @@ class Allocator:
         self.free_clusters = sum(g.free_blocks for g in self.groups)
         self.free_inodes = sum(g.free_inodes for g in self.groups)
         self.dirs = sum(g.used_dirs for g in self.groups)
-        self._last_group = 0
         # with a journal, blocks freed by the running transaction are reused only after it
         # commits (a crash must not show another file's new data in a file it restores)
         self.defer = False

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from .inode import Ext4Inode
 
 Run = tuple[int, int, int, bool]
-_MAX_INDIRECT_BLOCK = 12 + 1024 + 1024 ** 2 + 1024 ** 3  # an upper bound; the real one is per size
 
 
 def _uninline(inode: Ext4Inode) -> None:

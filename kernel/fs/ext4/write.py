@@ -342,10 +342,8 @@ def rename(old_dir: Ext4Inode, old_name: bytes, inode: Ext4Inode, new_dir: Ext4I
 def set_attr(inode: Ext4Inode, attr: SetAttr) -> None:
     sb = inode.sb
     if attr.size is not None and attr.size != inode.size:
-        if attr.size > sb.maxbytes:
-            raise kerr(errno.EFBIG)
-        if not inode.i_flags & EXT4_EXTENTS_FL and attr.size > fmod._indirect_limit(inode) * \
-                sb.blocksize:
+        limit = sb.maxbytes if inode.i_flags & EXT4_EXTENTS_FL else sb.maxbytes_indirect
+        if attr.size > limit:
             raise kerr(errno.EFBIG)
         fmod.truncate(inode, attr.size)
     for field in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns"):
