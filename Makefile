@@ -15,7 +15,7 @@ DEMO_IMAGE := tests/images/demo-ext4.img.zst
 WORK := build/demo
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo test lint typecheck pytest bench images fuzz clean
+.PHONY: all deps venv demo test lint typecheck pytest bench images fuzz profile clean
 
 all: test
 
@@ -70,6 +70,12 @@ bench: venv
 # Regenerate every test image from its script (root: the scripts loop-mount images).
 images: venv
 	for script in tests/images/make_*.py; do $(PY) $$script || exit 1; done
+
+# Where the time goes: make profile TOOL=fs2tar|cpfromfs|cptofs [FS=ext4|btrfs|xfs]
+TOOL ?= fs2tar
+FS ?= ext4
+profile: venv
+	$(PY) -m bench.profile --quick --fs $(FS) $(TOOL)
 
 # The fuzz tests for longer than CI runs them (FUZZ_SECONDS per image).
 FUZZ_SECONDS ?= 300
