@@ -44,9 +44,10 @@ from kernel import (
     Syscalls,
 )
 
+from ..common.xattrs import XFS_ACL_NAMES, read_xattrs
+
 # XFS lists its on-disk ACLs a second time under these names; they are the
 # system.posix_acl_* values already copied (restoring those recreates them).
-XFS_ACL_NAMES = (b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT")
 
 
 class StatLike(Protocol):
@@ -382,18 +383,7 @@ class ImageEndpoint:
         return AT_SYMLINK_NOFOLLOW | (0 if name else AT_EMPTY_PATH)
 
     def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
-        sys = self.sys
-        flags = self._flags(name)
-        out = []
-        for xname in sorted(sys.listxattrat(dfd, name, flags)):
-            if xname in XFS_ACL_NAMES:
-                continue
-            try:
-                out.append((xname, sys.getxattrat(dfd, name, flags, xname)))
-            except OSError as e:
-                if e.errno != errno.ENODATA:
-                    raise
-        return out
+        return read_xattrs(self.sys, dfd, name)
 
     def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
         self.sys.mkdirat(dfd, name, mode)

@@ -21,7 +21,6 @@ from typing import BinaryIO
 
 import kernel
 from kernel import (
-    AT_EMPTY_PATH,
     AT_SYMLINK_NOFOLLOW,
     O_DIRECTORY,
     O_NOFOLLOW,
@@ -30,6 +29,7 @@ from kernel import (
     SEEK_HOLE,
 )
 
+from ..common.xattrs import read_xattrs
 from .archive import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, ArchiveWriteError, TarWriter
 
 log = logging.getLogger("fs2tar")
@@ -40,7 +40,6 @@ SELINUX = b"security.selinux"
 # XFS lists its on-disk ACLs a second time under these names (root only); they
 # are the ACLs already exported as ACL entries, and restoring the ACL on XFS
 # recreates them. libarchive leaves them out for the same reason.
-XFS_ACL_NAMES = (b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT")
 READ_CHUNK = 1 << 20
 SMALL_FILE = 4 << 20  # read whole before writing the header: errors never leave half an entry
 
@@ -174,18 +173,7 @@ class Exporter:
             self._failed(path, OSError(errno.EOVERFLOW, f"{e} in --format {self.w.format}"))
 
     def _xattrs(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
-        sys = self.sys
-        flags = AT_SYMLINK_NOFOLLOW | (AT_EMPTY_PATH if not name else 0)
-        out = []
-        for xname in sorted(sys.listxattrat(dfd, name, flags)):
-            if xname in XFS_ACL_NAMES:
-                continue
-            try:
-                out.append((xname, sys.getxattrat(dfd, name, flags, xname)))
-            except OSError as e:
-                if e.errno != errno.ENODATA:
-                    raise
-        return out
+        return read_xattrs(self.sys, dfd, name)
 
     def _write_entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat) -> None:
         sys, w = self.sys, self.w

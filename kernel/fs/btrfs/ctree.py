@@ -34,7 +34,6 @@ from .ondisk import (
     HEADER,
     HEADER_SIZE,
     ITEM,
-    KEY,
     KEY_PTR,
     MIRRORED,
     STRIPE,
@@ -130,11 +129,6 @@ class Fs:
                 raise kerr(errno.EIO, "btrfs", f"logical address {logical} maps past the end of "
                            f"the device (truncated image?)")
         return copies
-
-    def read(self, logical: int, length: int) -> tuple[bytes, list[int]]:
-        """The bytes of the first copy, and where all copies are."""
-        copies = self.map(logical, length)
-        return bytes(self.dev.read(copies[0], length)), copies
 
     # -- tree blocks ----------------------------------------------------------------------------
     def node(self, logical: int, level: int | None = None, owner: str = "tree") -> Node:
@@ -300,6 +294,3 @@ def load_chunk_tree(fs: Fs, root: int, level: int) -> None:
         if typ == CHUNK_ITEM_KEY:
             fs.add_chunk(off, data, f"btrfs chunk tree item {oid}/{off}")
 
-
-def parse_key(data: bytes | memoryview, off: int) -> Key:
-    return KEY.unpack_from(data, off)  # type: ignore[return-value]

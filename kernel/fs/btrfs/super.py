@@ -22,6 +22,7 @@ from .inode import BtrfsInode, _entries, name_hash
 from .ondisk import (
     BTRFS_MAGIC,
     CHUNK,
+    CSUM_LEN,
     CSUM_NAMES,
     CSUM_TREE_OBJECTID,
     DIR_ITEM_KEY,
@@ -158,7 +159,7 @@ class BtrfsSuper(SuperBlock):
             if ctype not in CSUM_NAMES:
                 raise kerr(errno.EOPNOTSUPP, "btrfs superblock", f"checksum type {ctype}")
             fn = make_csum(ctype)
-            n = {0: 4, 1: 8}.get(ctype, 32)
+            n = CSUM_LEN[ctype]
             if fn(raw[32:])[:n] != raw[:n]:  # type: ignore[operator]
                 bad.append(f"superblock at {off}: checksum mismatch")
                 continue

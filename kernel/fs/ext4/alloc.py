@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import re
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...errors import corrupted, kerr
@@ -214,42 +215,40 @@ class Allocator:
         set_bits(bm, cpg, bs * 8 - cpg, True)
         return bm
 
-    def block_bitmap(self, g: int) -> Buffer:
-        buf = self.bbitmaps.get(g)
+    def _bitmap(self, g: int, cache: dict[int, Buffer], blk: int, uninit: int,
+                init: Callable[[], bytearray], read: Callable[[Ext4Super, int], object]) -> Buffer:
+        """Group ``g``'s bitmap buffer, held; built by ``init`` (and the group's UNINIT flag
+        cleared) while the group is uninitialized, else read and checksum-verified."""
+        buf = cache.get(g)
         if buf is None:
             sb = self.sb
             grp = self.groups[g]
-            if sb.gdt_csum and grp.flags & EXT4_BG_BLOCK_UNINIT:
-                buf = sb.bcache.getblk(sb.io, grp.bb, sb.blocksize)
-                buf.data[:] = self._init_block_bitmap(g)
-                grp.flags &= ~EXT4_BG_BLOCK_UNINIT
+            if sb.gdt_csum and grp.flags & uninit:
+                buf = sb.bcache.getblk(sb.io, blk, sb.blocksize)
+                buf.data[:] = init()
+                grp.flags &= ~uninit
                 sb.bcache.mark_dirty(buf)
                 self.dirty.add(g)
             else:
-                read_block_bitmap(sb, g)  # verifies the checksum
-                buf = sb.bread(grp.bb)
-            self.bbitmaps[g] = buf
+                read(sb, g)  # verifies the checksum
+                buf = sb.bread(blk)
+            cache[g] = buf
         return buf
 
+    def block_bitmap(self, g: int) -> Buffer:
+        return self._bitmap(g, self.bbitmaps, self.groups[g].bb, EXT4_BG_BLOCK_UNINIT,
+                            lambda: self._init_block_bitmap(g), read_block_bitmap)
+
     def inode_bitmap(self, g: int) -> Buffer:
-        buf = self.ibitmaps.get(g)
-        if buf is None:
-            sb = self.sb
-            grp = self.groups[g]
-            if sb.gdt_csum and grp.flags & EXT4_BG_INODE_UNINIT:
-                buf = sb.bcache.getblk(sb.io, grp.ib, sb.blocksize)
-                bm = bytearray(sb.blocksize)
-                ipg = sb.inodes_per_group
-                set_bits(bm, ipg, sb.blocksize * 8 - ipg, True)
-                buf.data[:] = bm
-                grp.flags &= ~EXT4_BG_INODE_UNINIT
-                sb.bcache.mark_dirty(buf)
-                self.dirty.add(g)
-            else:
-                read_inode_bitmap(sb, g)
-                buf = sb.bread(grp.ib)
-            self.ibitmaps[g] = buf
-        return buf
+        sb = self.sb
+
+        def init() -> bytearray:
+            bm = bytearray(sb.blocksize)
+            set_bits(bm, sb.inodes_per_group, sb.blocksize * 8 - sb.inodes_per_group, True)
+            return bm
+
+        return self._bitmap(g, self.ibitmaps, self.groups[g].ib, EXT4_BG_INODE_UNINIT, init,
+                            read_inode_bitmap)
 
     # -- blocks -----------------------------------------------------------------------------
     def group_of(self, blk: int) -> tuple[int, int]:

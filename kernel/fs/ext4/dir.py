@@ -200,23 +200,47 @@ class DirCache:
             return None
         return bisect.bisect_left(self.positions, p)
 
-    def remember(self, name: bytes, ino: int, pos: int) -> None:
-        if self._names is not None:
-            self._names[name] = ino
-        if self._pos is not None:
-            self._pos[name] = pos
-
-    def forget(self, name: bytes) -> None:
-        if self._names is not None:
-            self._names.pop(name, None)
-        if self._pos is not None:
-            self._pos.pop(name, None)
-
     def lookup(self, name: bytes) -> int | None:
         names = self._names
         if names is None:
             names = self._names = {e[0]: e[1] for e in self.entries}
         return names.get(name)
+
+    # -- kept current by the write side (dirwrite) -----------------------------------------
+    def insert(self, name: bytes, ino: int, dt: int, pos: int, hashed: bool) -> None:
+        """Add an entry at cookie ``pos``; a hashed directory's equal positions move up
+        to the next free one, so cookies stay strictly increasing."""
+        positions = self.positions
+        i = bisect.bisect_left(positions, pos)
+        if hashed:
+            while i < len(positions) and positions[i] == pos:
+                pos += 1
+                i += 1
+        positions.insert(i, pos)
+        self.entries.insert(i, (name, ino, dt))
+        if self._names is not None:
+            self._names[name] = ino
+        if self._pos is not None:
+            self._pos[name] = pos
+
+    def remove(self, name: bytes) -> None:
+        i = self.index_of(name)
+        if i is None:
+            return
+        del self.entries[i]
+        del self.positions[i]
+        if self._names is not None:
+            self._names.pop(name, None)
+        if self._pos is not None:
+            self._pos.pop(name, None)
+
+    def retarget(self, name: bytes, ino: int, dt: int) -> None:
+        i = self.index_of(name)
+        if i is None:
+            return
+        self.entries[i] = (name, ino, dt)
+        if self._names is not None:
+            self._names[name] = ino
 
 
 def _inline_cache(inode: Ext4Inode) -> DirCache:

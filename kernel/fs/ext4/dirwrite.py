@@ -207,47 +207,6 @@ def _append_block(inode: Ext4Inode) -> tuple[int, object]:
     return lblk, buf
 
 
-# -- the read-side cache ---------------------------------------------------------------------------
-def _cache_add(inode: Ext4Inode, name: bytes, ino: int, ft: int, pos: int) -> None:
-    dc = inode.dir_cache
-    if dc is None:
-        return
-    assert isinstance(dc, DirCache)
-    positions = dc.positions
-    i = bisect.bisect_left(positions, pos)
-    if is_hashed(inode):
-        while i < len(positions) and positions[i] == pos:
-            pos += 1
-            i += 1
-    positions.insert(i, pos)
-    dc.entries.insert(i, (name, ino, ft_to_dt(ft)))
-    dc.remember(name, ino, pos)
-
-
-def _cache_remove(inode: Ext4Inode, name: bytes) -> None:
-    dc = inode.dir_cache
-    if dc is None:
-        return
-    assert isinstance(dc, DirCache)
-    i = dc.index_of(name)
-    if i is not None:
-        del dc.entries[i]
-        del dc.positions[i]
-        dc.forget(name)
-
-
-def _cache_set(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
-    dc = inode.dir_cache
-    if dc is None:
-        return
-    assert isinstance(dc, DirCache)
-    i = dc.index_of(name)
-    if i is not None:
-        dc.entries[i] = (name, ino, ft_to_dt(ft))
-        if dc._names is not None:
-            dc._names[name] = ino
-
-
 def _hash_pos(inode: Ext4Inode, name: bytes) -> int:
     major, minor = dx_hash(name, hash_version(inode), inode.sb.hash_seed)
     return hash2pos(major, minor)
@@ -277,7 +236,7 @@ def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
         else:
             pos = _hash_pos(inode, name) if hashed_before else \
                 _state(inode).locs[name] * sb.blocksize + _offset_of(inode, name)
-            _cache_add(inode, name, ino, ft, pos)
+            inode.dir_cache.insert(name, ino, ft_to_dt(ft), pos, hashed_before)  # type: ignore[attr-defined]
     sb.dirty_inode(inode)
 
 
@@ -601,7 +560,8 @@ def delete_entry(inode: Ext4Inode, name: bytes) -> None:
     del st.locs[name]
     st.free[lblk] = _gap(recs)
     _finish_leaf(inode, buf)
-    _cache_remove(inode, name)
+    if inode.dir_cache is not None:
+        inode.dir_cache.remove(name)  # type: ignore[attr-defined]
     inode.sb.dirty_inode(inode)
 
 
@@ -618,7 +578,8 @@ def set_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
     struct.pack_into("<I", data, off, ino)
     data[off + 7] = ft
     _finish_leaf(inode, buf)
-    _cache_set(inode, name, ino, ft)
+    if inode.dir_cache is not None:
+        inode.dir_cache.retarget(name, ino, ft_to_dt(ft))  # type: ignore[attr-defined]
 
 
 def _set_dotdot(inode: Ext4Inode, ino: int, ft: int) -> None:

@@ -146,8 +146,7 @@ def allocate(inode: Ext4Inode, start: int, end: int, unwritten: bool) -> list[tu
     """
     sb = inode.sb
     if not inode.i_flags & EXT4_EXTENTS_FL:
-        limit = _indirect_limit(inode)
-        if end > limit:
+        if end > sb.maxbytes_indirect // sb.blocksize:
             raise kerr(errno.EFBIG, f"ext4 inode {inode.ino}", "beyond the indirect map's reach")
     out: list[tuple[int, int, int]] = []
     for a, b in _holes(inode, start, end):
@@ -162,11 +161,6 @@ def allocate(inode: Ext4Inode, start: int, end: int, unwritten: bool) -> list[tu
             out.append((a, n, pblk))
             a += n
     return out
-
-
-def _indirect_limit(inode: Ext4Inode) -> int:
-    per = inode.sb.blocksize // 4
-    return 12 + per + per ** 2 + per ** 3
 
 
 def convert_written(inode: Ext4Inode, start: int, end: int) -> None:

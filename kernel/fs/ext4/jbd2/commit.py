@@ -26,6 +26,7 @@ commit (ordered mode).
 
 from __future__ import annotations
 
+import errno
 import logging
 import struct
 import time
@@ -185,7 +186,7 @@ class JournalWriter:
             return False
         bufs = sorted(self.running.values(), key=lambda b: b.blocknr)
         if len(bufs) > self.max_blocks:
-            raise kerr(28, "jbd2", f"transaction of {len(bufs)} blocks exceeds the journal")
+            raise kerr(errno.ENOSPC, "jbd2", f"transaction of {len(bufs)} blocks exceeds the journal")
         j = self.j
         seq = self.sequence
         bs = self.bs
