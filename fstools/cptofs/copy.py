@@ -369,7 +369,7 @@ class Copier:
         size = 0
         if ftype == stat.S_IFREG:
             size = st.st_size
-            self._copy_file(sfd, sname, spath, ddfd, dname, dpath, size)
+            self._copy_file(sfd, sname, spath, ddfd, dname, dpath, st, xattrs)
         elif ftype == stat.S_IFLNK:
             target = self._s(lambda: src.readlink_at(sfd, sname), spath)
             self._make(ddfd, dname, dpath, lambda: dst.symlink_at(target, ddfd, dname))
@@ -385,7 +385,8 @@ class Copier:
         else:
             self.warn(f"{self._show(spath, False)}: unknown file type {ftype:o}; skipped")
             return
-        self._apply(ddfd, dname, dpath, st, xattrs)
+        if ftype != stat.S_IFREG:  # a regular file got them through its descriptor
+            self._apply(ddfd, dname, dpath, st, xattrs)
         if st.st_nlink > 1:
             self._links[key] = _Link(rel, dname, st.st_nlink - 1)
         self._count(dpath, size)
@@ -477,8 +478,10 @@ class Copier:
         return self._d(lambda: dst.opendir_at(ddfd, dname), dpath), True
 
     def _copy_file(self, sfd: int, sname: bytes, spath: bytes, ddfd: int, dname: bytes,
-                   dpath: bytes, size: int) -> None:
+                   dpath: bytes, st: StatLike, xattrs: list[tuple[bytes, bytes]]) -> None:
+        """Copy the data, then the attributes through the open descriptor (no path walks)."""
         src, dst = self.src, self.dst
+        size = st.st_size
         fin = self._s(lambda: src.open_read(sfd, sname), spath)
         try:
             fout = self._make(ddfd, dname, dpath, lambda: dst.create_at(ddfd, dname))
@@ -508,7 +511,8 @@ class Copier:
                     end = stop
                 if end != size:
                     self._d(lambda: dst.ftruncate(fout, size), dpath)
-                done = True
+                done = True  # the data is whole: an attribute error leaves the copy
+                self._apply(fout, b"", dpath, st, xattrs)
             finally:
                 dst.close(fout)
                 if not done:

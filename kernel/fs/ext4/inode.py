@@ -18,6 +18,10 @@ from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
 from ...vfs.filemap import read_mapped
 from ...vfs.inode import Extent, Inode, NewInode, SetAttr
+from . import dir as dirmod
+from . import file as f
+from . import namei
+from . import write as w
 from . import xattr as xa
 from .csum import inode_seed
 from .extents import load_extents
@@ -235,10 +239,8 @@ class Ext4Inode(Inode):
     def lookup(self, name: bytes) -> Inode | None:
         if not self.is_dir:
             raise kerr(errno.ENOTDIR)
-        from .namei import lookup
-
         self.check_dir_access()
-        ino = lookup(self, name)
+        ino = namei.lookup(self, name)
         if ino is None:
             return None
         return self.sb.get_inode(ino, f"directory inode {self.ino} entry {name!r}")
@@ -246,10 +248,8 @@ class Ext4Inode(Inode):
     def iterate(self, pos: int) -> Iterator[tuple[bytes, int, int, int]]:
         if not self.is_dir:
             raise kerr(errno.ENOTDIR)
-        from .dir import iterate
-
         self.check_dir_access()
-        return iterate(self, pos)
+        return dirmod.iterate(self, pos)
 
     # -- extended attributes -----------------------------------------------------------------------
     def xattr_entries(self) -> list[xa.Entry]:
@@ -277,52 +277,36 @@ class Ext4Inode(Inode):
         self._no_crypt()
 
     def create(self, name: bytes, spec: NewInode) -> Inode:
-        from . import write as w
-
         self._rw()
         self.check_dir_access()
         return w.create(self, name, spec)
 
     def link(self, name: bytes, inode: Inode) -> None:
-        from . import write as w
-
         self._rw()
         w.link(self, name, inode)  # type: ignore[arg-type]
 
     def unlink(self, name: bytes, inode: Inode) -> None:
-        from . import write as w
-
         self._rw()
         w.unlink(self, name, inode)  # type: ignore[arg-type]
 
     def rmdir(self, name: bytes, inode: Inode) -> None:
-        from . import write as w
-
         self._rw()
         w.rmdir(self, name, inode)  # type: ignore[arg-type]
 
     def rename(self, old_name: bytes, inode: Inode, new_dir: Inode, new_name: bytes,
                target: Inode | None, flags: int) -> None:
-        from . import write as w
-
         self._rw()
         w.rename(self, old_name, inode, new_dir, new_name, target, flags)  # type: ignore[arg-type]
 
     def setattr(self, attr: SetAttr) -> None:
-        from . import write as w
-
         self._rw()
         w.set_attr(self, attr)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
-        from . import file as f
-
         self._rw()
         return f.write(self, offset, data)
 
     def fallocate(self, mode: int, offset: int, length: int) -> None:
-        from . import file as f
-
         self._rw()
         f.fallocate(self, mode, offset, length)
 
@@ -342,8 +326,6 @@ class Ext4Inode(Inode):
             self.sb.dirty_inode(self)
 
     def evict(self) -> None:
-        from . import write as w
-
         if not self.sb.rdonly:
             w.evict(self)
 

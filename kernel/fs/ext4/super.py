@@ -30,6 +30,8 @@ from ...lib.crc import crc32c_raw
 from ...uapi import MS_RDONLY
 from ...vfs.inode import FileSystemType, StatFs, SuperBlock
 from . import csum as ck
+from . import file as f
+from . import write as w
 from .alloc import Allocator
 from .inode import Ext4Inode
 from .jbd2.commit import JournalingCache, JournalWriter
@@ -492,14 +494,8 @@ class Ext4Super(SuperBlock):
             raise corrupted(f"ext4 inode {ino}", f"lies in uninitialized group {g}")
         isize, bs = self.inode_size, self.blocksize
         off = idx * isize
-        tblk = off // bs
-        blk = desc[2] + tblk
-        bc = self.bcache
-        if bc.peek(self.io, blk, bs) is None:
-            n = min(_INODE_READAHEAD, self.inode_table_blocks - tblk)
-            buf = bc.bread_many(self.io, blk, n, bs)[0]
-        else:
-            buf = bc.bread(self.io, blk, bs)
+        blk = desc[2] + off // bs
+        buf = self._itable_block(desc[2], off // bs)
         o = off % bs
         raw = bytes(buf.data[o:o + isize])
         if self.metadata_csum and self.es.s_creator_os == EXT4_OS_LINUX:
@@ -513,6 +509,17 @@ class Ext4Super(SuperBlock):
                 raise corrupted(f"ext4 inode {ino} (block {blk})", "checksum mismatch",
                                 EFSBADCRC)
         return raw
+
+    def _itable_block(self, table: int, tblk: int) -> Buffer:
+        """Block ``tblk`` of the inode table starting at ``table``; a miss reads a run of
+        the table (inode readahead: neighbours are usually wanted next)."""
+        bs = self.blocksize
+        blk = table + tblk
+        bc = self.bcache
+        if bc.peek(self.io, blk, bs) is None:
+            n = min(_INODE_READAHEAD, self.inode_table_blocks - tblk)
+            return bc.bread_many(self.io, blk, n, bs)[0]
+        return bc.bread(self.io, blk, bs)
 
     def _load_inode(self, ino: int) -> Ext4Inode:
         return Ext4Inode(self, ino, self.read_inode_raw(ino))
@@ -637,9 +644,6 @@ class Ext4Super(SuperBlock):
 
     def _cleanup_orphans(self) -> None:
         """Finish what a crash interrupted: free unlinked inodes, cut truncated ones."""
-        from . import file as f
-        from . import write as w
-
         if self.noload:
             return
         todo = self._orphan_list() + self._drain_orphan_file()
@@ -755,7 +759,7 @@ class Ext4Super(SuperBlock):
         g, idx = divmod(ino - 1, self.inodes_per_group)
         isize, bs = self.inode_size, self.blocksize
         off = idx * isize
-        buf = self.bread(self.groups[g][2] + off // bs)
+        buf = self._itable_block(self.groups[g][2], off // bs)
         o = off % bs
         buf.data[o:o + isize] = raw
         self.bcache.mark_dirty(buf)
@@ -792,8 +796,6 @@ class Ext4Super(SuperBlock):
             self._commit()
 
     def _store_dirty(self) -> None:
-        from .write import store_inode
-
         if self.super_dirty and self.journal is not None:
             self.super_dirty = False
             self.write_super(valid=True)
@@ -801,7 +803,7 @@ class Ext4Super(SuperBlock):
             dirty = list(self._dirty.values())
             self._dirty.clear()
             for inode in dirty:
-                store_inode(inode)
+                w.store_inode(inode)
         self.alloc.commit()
 
     def _changed(self) -> bool:
@@ -910,12 +912,10 @@ class Ext4Super(SuperBlock):
         self.flags = flags
 
     def _finish_writing(self) -> None:
-        from .write import evict
-
         for inode in list(self._orphans.values()):
             with self.transaction():
                 inode.nlink = 0
-                evict(inode)
+                w.evict(inode)
         self._orphans.clear()
         self._store_dirty()
         self.flush_data()

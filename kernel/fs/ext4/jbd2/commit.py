@@ -152,6 +152,19 @@ class JournalWriter:
         pblk, _avail = self.j._pblk(n)
         self.dev.write(pblk * self.bs, data)
 
+    def _write_log_run(self, first: int, blocks: list[bytes | bytearray]) -> None:
+        """Journal blocks ``first``, ``first + 1``, ... as one batch of requests (one
+        multi-segment request per physically contiguous piece of the log)."""
+        writes: list[tuple[int, list[memoryview]]] = []
+        n, i = first, 0
+        while i < len(blocks):
+            pblk, avail = self.j._pblk(n)
+            take = blocks[i:i + avail]
+            writes.append((pblk * self.bs, [memoryview(b) for b in take]))
+            n += len(take)
+            i += len(take)
+        self.dev.write_many(writes)
+
     def _write_jsb(self, start: int, sequence: int) -> None:
         pblk, _n = self.j._pblk(0)
         raw = self.dev.read(pblk * self.bs, self.bs)
@@ -193,6 +206,7 @@ class JournalWriter:
         pos = j.first
         self._write_jsb(pos, seq)
         tail = 4 if j.csum else 0
+        log: list[bytes | bytearray] = []
         for k in range(0, len(bufs), self.per_desc):
             chunk = bufs[k:k + self.per_desc]
             desc = bytearray(bs)
@@ -218,11 +232,10 @@ class JournalWriter:
             assert off <= bs - tail
             if j.csum:
                 self._block_csum(desc)
-            self._write_log(pos, desc)
-            pos += 1
-            for copy in copies:
-                self._write_log(pos, copy)
-                pos += 1
+            log.append(desc)
+            log.extend(copies)
+        self._write_log_run(pos, log)
+        pos += len(log)
         self.dev.flush()
         # the commit block
         commit = bytearray(bs)
