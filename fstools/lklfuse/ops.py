@@ -17,6 +17,9 @@ Invariants (pyfuse3's low-level contract, kept exactly):
 * Kernel errors (OSError with an errno) become ``FUSEError(errno)`` at one
   boundary, ``_errors``; any other exception is a bug: it is logged with its
   traceback and the request fails with EIO, so the mount never hangs.
+* ``flush`` is not implemented: its ENOSYS makes the host kernel stop sending
+  FLUSH, one round trip less per close(2). Nothing waits for it: writes reach
+  the kernel as they come and ``release`` closes the kernel's descriptor.
 
 The kernel is synchronous and has one lock: handlers call it inline (a call
 is tens of microseconds; a hop to a worker thread would cost more than most
@@ -167,20 +170,30 @@ class KernelOps(pyfuse3.Operations):
             a.st_birthtime_ns = st.st_birthtime_ns
         return a
 
-    def _remember(self, dirfd: int, name: bytes, st: kernel.Stat | None = None
-                  ) -> pyfuse3.EntryAttributes:
-        """Count one lookup of ``dirfd/name`` and return its attributes."""
-        if st is None:
-            st = self.sys.fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW)
+    def _remember(self, dirfd: int, name: bytes) -> pyfuse3.EntryAttributes:
+        """Count one lookup of ``dirfd/name`` and return its attributes (one path walk)."""
+        s = self.sys
+        fd = s.openat(dirfd, name, O_PATH | O_NOFOLLOW)
+        try:
+            st = s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+        except BaseException:
+            s.close(fd)
+            raise
+        self._adopt(fd, st)
+        return self.attrs(st)
+
+    def _adopt(self, fd: int, st: kernel.Stat) -> None:
+        """Count one lookup of the inode ``fd`` (an O_PATH descriptor) refers to; the node
+        keeps ``fd``, or it is closed when the node already has one."""
         key = (st.st_dev, st.st_ino)
         ino = self.by_key.get(key)
         if ino is None:
-            fd = self.sys.openat(dirfd, name, O_PATH | O_NOFOLLOW)
             ino = self._fuse_ino(key)
             self.nodes[ino] = Node(fd, key)
             self.by_key[key] = ino
+        else:
+            self.sys.close(fd)
         self.nodes[ino].lookups += 1
-        return self.attrs(st)
 
     def _stat(self, inode: int) -> kernel.Stat:
         return self.sys.fstatat(self.fd(inode), "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
@@ -284,13 +297,21 @@ class KernelOps(pyfuse3.Operations):
             for d in batch:
                 if d.d_name in (b".", b".."):
                     continue
+                # one path walk per entry: open it, then stat the descriptor
                 try:
-                    st = s.fstatat(fh, d.d_name, AT_SYMLINK_NOFOLLOW)
+                    fd = s.openat(fh, d.d_name, O_PATH | O_NOFOLLOW)
                 except FileNotFoundError:
                     continue  # removed since the directory was read
-                if not pyfuse3.readdir_reply(token, d.d_name, self.attrs(st), d.d_off):
+                try:
+                    st = s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+                    accepted = pyfuse3.readdir_reply(token, d.d_name, self.attrs(st), d.d_off)
+                except BaseException:
+                    s.close(fd)
+                    raise
+                if not accepted:
+                    s.close(fd)
                     return
-                self._remember(fh, d.d_name, st)
+                self._adopt(fd, st)
 
     @_errors
     async def releasedir(self, fh: int) -> None:
@@ -377,10 +398,6 @@ class KernelOps(pyfuse3.Operations):
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         return self.sys.pwrite64(fh, buf, off)
-
-    @_errors
-    async def flush(self, fh: int) -> None:
-        pass
 
     @_errors
     async def release(self, fh: int) -> None:
