@@ -13,6 +13,7 @@ from ...lib.crc import crc16, crc32c_raw
 from .ondisk import BG_CHECKSUM_OFFSET, I_CHECKSUM_HI_OFFSET, I_CHECKSUM_LO_OFFSET, S_CHECKSUM_OFFSET
 
 _U32 = struct.Struct("<I")
+_U32X2 = struct.Struct("<II")
 _U64 = struct.Struct("<Q")
 _ZERO2 = bytes(2)
 _ZERO4 = bytes(4)
@@ -55,7 +56,7 @@ def group_desc_csum(metadata_csum: bool, seed: int, uuid: bytes, group: int, des
 
 def inode_seed(seed: int, ino: int, generation: int) -> int:
     """The per-inode seed (ei->i_csum_seed) for an inode's own metadata blocks."""
-    return crc32c_raw(crc32c_raw(seed, _U32.pack(ino)), _U32.pack(generation))
+    return crc32c_raw(seed, _U32X2.pack(ino, generation))
 
 
 def inode_csum(iseed: int, raw: Buf, has_hi: bool) -> int:
@@ -64,17 +65,11 @@ def inode_csum(iseed: int, raw: Buf, has_hi: bool) -> int:
     Returns the full 32 bits when ``has_hi`` (i_extra_isize covers
     i_checksum_hi), else only the low 16 bits that l_i_checksum_lo holds.
     """
-    mv = memoryview(raw)
-    c = crc32c_raw(iseed, mv[:I_CHECKSUM_LO_OFFSET])
-    c = crc32c_raw(c, _ZERO2)
-    c = crc32c_raw(c, mv[I_CHECKSUM_LO_OFFSET + 2:128])
-    if len(mv) > 128:
-        c = crc32c_raw(c, mv[128:I_CHECKSUM_HI_OFFSET])
-        if has_hi:
-            c = crc32c_raw(c, _ZERO2)
-            c = crc32c_raw(c, mv[I_CHECKSUM_HI_OFFSET + 2:])
-        else:
-            c = crc32c_raw(c, mv[I_CHECKSUM_HI_OFFSET:])
+    b = bytearray(raw)  # one pass of the CRC over a copy with the fields zeroed
+    b[I_CHECKSUM_LO_OFFSET:I_CHECKSUM_LO_OFFSET + 2] = _ZERO2
+    if has_hi:
+        b[I_CHECKSUM_HI_OFFSET:I_CHECKSUM_HI_OFFSET + 2] = _ZERO2
+    c = crc32c_raw(iseed, b)
     return c if has_hi else c & 0xFFFF
 
 
