@@ -134,23 +134,43 @@ def _put_entry(data: bytearray, off: int, rl: int, ino: int, name: bytes, ft: in
 
 def _insert_in_block(inode: Ext4Inode, data: bytearray, name: bytes, ino: int, ft: int,
                      where: str) -> tuple[int, int] | None:
-    """Put the entry where it fits; (its offset, the block's new largest gap) or None."""
+    """Put the entry in the first record with room; (its offset, the block's new largest
+    gap) or None.
+
+    One pass over the block validates every record (as ``_walk`` does) and notes the
+    first fit and the other records' largest gap; the block changes only after the whole
+    of it proved sound.
+    """
     bs = inode.sb.blocksize
-    need = rec_len_needed(len(name))
-    recs = _walk(data, _limit(inode), bs, where)
-    for i, (off, cur, rl, nl) in enumerate(recs):
-        if cur:
-            used = rec_len_needed(nl)
-            if rl - used >= need:
-                _DE.pack_into(data, off, cur, _rl_to_disk(used), nl, data[off + 7])
-                _put_entry(data, off + used, rl - used, ino, name, ft, bs)
-                recs[i:i + 1] = [(off, cur, used, nl), (off + used, ino, rl - used, len(name))]
-                return off + used, _gap(recs)
-        elif rl >= need:
-            _put_entry(data, off, rl, ino, name, ft, bs)
-            recs[i] = (off, ino, rl, len(name))
-            return off, _gap(recs)
-    return None
+    limit = _limit(inode)
+    need = (8 + len(name) + 3) & ~3
+    unpack = _DE.unpack_from
+    big = bs == 65536
+    fit = fit_rl = fit_used = fit_ino = fit_nl = -1
+    best = 0
+    off = 0
+    while off < limit:
+        if off + 8 > limit:
+            raise corrupted(where, f"directory entry at {off} overruns the block")
+        cur, rl, nl, _ft = unpack(data, off)
+        if big and rl in (65535, 0):
+            rl = 65536
+        if rl < 12 or rl & 3 or off + rl > limit or 8 + nl > rl:
+            raise corrupted(where, f"bad directory entry at {off}")
+        used = (8 + nl + 3) & ~3 if cur else 0
+        slack = rl - used
+        if fit < 0 and slack >= need:
+            fit, fit_rl, fit_used, fit_ino, fit_nl = off, rl, used, cur, nl
+        elif slack > best:
+            best = slack
+        off += rl
+    if fit < 0:
+        return None
+    pos = fit + fit_used
+    if fit_ino:
+        _DE.pack_into(data, fit, fit_ino, _rl_to_disk(fit_used), fit_nl, data[fit + 7])
+    _put_entry(data, pos, fit_rl - fit_used, ino, name, ft, bs)
+    return pos, max(best, fit_rl - fit_used - need)
 
 
 def _new_leaf(inode: Ext4Inode) -> bytearray:
@@ -226,31 +246,24 @@ def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
     _uninline(inode)
     ft = file_type(sb, mode)
     hashed_before = is_hashed(inode)
+    pos: int | None
     if inode.i_flags & EXT4_INDEX_FL and sb.dir_index:
-        _dx_add(inode, name, ino, ft)
+        pos = _dx_add(inode, name, ino, ft)
     else:
-        _linear_add(inode, name, ino, ft)
+        pos = _linear_add(inode, name, ino, ft)
+        if pos is not None and hashed_before:  # one block read in hash order
+            pos = _hash_pos(inode, name)
     if inode.dir_cache is not None:
-        if is_hashed(inode) != hashed_before:
+        if is_hashed(inode) != hashed_before or pos is None:
             inode.dir_cache = None
         else:
-            pos = _hash_pos(inode, name) if hashed_before else \
-                _state(inode).locs[name] * sb.blocksize + _offset_of(inode, name)
             inode.dir_cache.insert(name, ino, ft_to_dt(ft), pos, hashed_before)  # type: ignore[attr-defined]
     sb.dirty_inode(inode)
 
 
-def _offset_of(inode: Ext4Inode, name: bytes) -> int:
-    st = _state(inode)
-    buf = _block(inode, st.locs[name])
-    for off, ino, _rl, nl in _walk(buf.data, _limit(inode), inode.sb.blocksize,  # type: ignore[attr-defined]
-                                    f"ext4 directory inode {inode.ino}"):
-        if ino and buf.data[off + 8:off + 8 + nl] == name:  # type: ignore[attr-defined]
-            return off
-    raise corrupted(f"ext4 directory inode {inode.ino}", f"entry {name!r} vanished")
-
-
-def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int | None:
+    """Add to an unindexed directory; the entry's readdir position (block * size + offset),
+    or None when the directory became indexed instead."""
     sb = inode.sb
     st = _state(inode)
     need = rec_len_needed(len(name))
@@ -264,11 +277,11 @@ def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
             st.free[lblk] = res[1]
             st.locs[name] = lblk
             _finish_leaf(inode, buf)
-            return
+            return lblk * sb.blocksize + res[0]
     nblocks = len(st.free)
     if nblocks == 1 and sb.dir_index and not inode.inline:
         _make_indexed(inode, name, ino, ft)
-        return
+        return None
     lblk, buf = _append_block(inode)
     data = _new_leaf(inode)
     res = _insert_in_block(inode, data, name, ino, ft, where)
@@ -277,6 +290,7 @@ def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     st.free[lblk] = res[1]
     st.locs[name] = lblk
     _finish_leaf(inode, buf)
+    return lblk * sb.blocksize + res[0]
 
 
 # -- htree -------------------------------------------------------------------------------------------
@@ -395,7 +409,8 @@ def _make_indexed(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     _dx_add(inode, name, ino, ft)
 
 
-def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
+def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int:
+    """Add to an indexed directory; the entry's readdir position (from its hash)."""
     sb = inode.sb
     st = _state(inode)
     root_limit, node_limit = _limits(inode)
@@ -424,7 +439,7 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     if res is not None:
         st.locs[name] = leaf_lblk
         _finish_leaf(inode, leaf)
-        return
+        return hash2pos(major, minor)
     # split the leaf
     items = _leaf_hashes(inode, leaf.data)  # type: ignore[attr-defined]
     m, h2 = _split_items(items)
@@ -450,6 +465,7 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     st.locs[name] = tl
     _finish_leaf(inode, leaf)
     _finish_leaf(inode, nbuf)
+    return hash2pos(major, minor)
 
 
 def _find_parent(inode: Ext4Inode, child_lblk: int) -> tuple[list[tuple[object, int, int]], int]:
