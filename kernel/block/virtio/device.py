@@ -5,8 +5,8 @@ The device pops chains from the available ring, decodes each request
 the chain on the used ring with the number of bytes it wrote. A kick that
 carries a single request or moves little data is served on the calling thread
 (a hop to a worker costs more than the request); a kick with several large
-requests is spread over a small pool of I/O threads, where ``preadv``/``pwritev`` release the GIL and so
-overlap.
+requests is spread over a small pool of I/O threads, where ``preadv`` and
+``pwritev`` release the GIL and so overlap.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .ring import DeviceQueue
 log = logging.getLogger(__name__)
 
 _HDR = abi.virtio_blk_outhdr.struct
+Chain = list[tuple[int, int, bool]]  # (address, length, device writes) per descriptor
 _INLINE_BYTES = 1 << 20  # a kick moving less than this is served on the notifying thread
 _SEG = abi.virtio_blk_discard_write_zeroes.struct
 
@@ -46,7 +47,7 @@ class VirtioBlkDevice(MmioDevice):
             feats |= 1 << abi.BLK_F_RO
         self.device_features = feats
         self.io_threads = io_threads
-        self._work: queue.SimpleQueue[tuple[DeviceQueue, int] | None] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[tuple[DeviceQueue, int, Chain | None] | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self.requests = 0  # served requests, for statistics and tests
 
@@ -69,31 +70,27 @@ class VirtioBlkDevice(MmioDevice):
     def queue_notify(self, index: int) -> None:
         q = self.queues[index]
         assert q is not None
-        heads = q.pop_avail()
-        if len(heads) == 1 or self.io_threads <= 1 or self._small(q, heads):
-            for head in heads:
-                q.push_used(head, self.process(q, head))
+        jobs = [(head, self._chain(q, head)) for head in q.pop_avail()]
+        if len(jobs) == 1 or self.io_threads <= 1 or \
+                sum(length for _h, chain in jobs for _a, length, _w in chain or ()) <= _INLINE_BYTES:
+            # a hop to the I/O threads costs more than this much page-cache copying
+            for head, chain in jobs:
+                q.push_used(head, self.process(chain))
             self.raise_irq()
             return
         self._start_workers()
-        for head in heads:
-            self._work.put((q, head))
+        for head, chain in jobs:
+            self._work.put((q, head, chain))
 
-    def _small(self, q: DeviceQueue, heads: list[int]) -> bool:
-        """Is the batch small enough that handing it to the I/O threads would cost more than
-        serving it here (page-cache copies of a few hundred KiB take less than two thread
-        switches)?"""
-        total = 0
-        for head in heads:
-            try:
-                chain = q.chain(head)
-            except OSError:
-                return True  # process() reports it
-            for _addr, length, _w in chain:
-                total += length
-            if total > _INLINE_BYTES:
-                return False
-        return True
+    @staticmethod
+    def _chain(q: DeviceQueue, head: int) -> Chain | None:
+        """The request chain at ``head``, or None (logged) when the driver's descriptors are
+        broken."""
+        try:
+            return q.chain(head)
+        except OSError as e:
+            log.error("virtio-blk: bad chain %d: %s", head, e)
+            return None
 
     def _start_workers(self) -> None:
         while len(self._workers) < self.io_threads:
@@ -107,8 +104,8 @@ class VirtioBlkDevice(MmioDevice):
             item = self._work.get()
             if item is None:
                 return
-            q, head = item
-            q.push_used(head, self.process(q, head))
+            q, head, chain = item
+            q.push_used(head, self.process(chain))
             self.raise_irq()
 
     def stop(self) -> None:
@@ -118,16 +115,14 @@ class VirtioBlkDevice(MmioDevice):
             t.join()
         self._workers.clear()
 
-    def process(self, q: DeviceQueue, head: int) -> int:
-        """Serve one chain; return the bytes written into device-writable buffers."""
+    def process(self, chain: Chain | None) -> int:
+        """Serve one chain (None: unreadable, already logged); return the bytes written into
+        device-writable buffers."""
         self.requests += 1
-        try:
-            chain = q.chain(head)
-        except OSError as e:
-            log.error("virtio-blk: bad chain %d: %s", head, e)
+        if chain is None:
             return 0
         if len(chain) < 2 or chain[0][2] or chain[0][1] < 16 or not chain[-1][2]:
-            log.error("virtio-blk: malformed request chain at descriptor %d", head)
+            log.error("virtio-blk: malformed request chain of %d descriptors", len(chain))
             return 0
         status_addr = chain[-1][0]
         if not self._in_bounds(status_addr, 1):

@@ -147,9 +147,9 @@ class _Recording(VirtioBlkDevice):
         super().__init__(*a, **kw)
         self.chains: list[list[tuple[int, int, bool]]] = []
 
-    def process(self, q, head):  # type: ignore[override]
-        self.chains.append(q.chain(head))
-        return super().process(q, head)
+    def process(self, chain):  # type: ignore[override]
+        self.chains.append(chain)
+        return super().process(chain)
 
 
 def test_request_with_several_data_segments(tmp_path) -> None:
