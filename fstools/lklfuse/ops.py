@@ -170,15 +170,19 @@ class KernelOps(pyfuse3.Operations):
             a.st_birthtime_ns = st.st_birthtime_ns
         return a
 
-    def _remember(self, dirfd: int, name: bytes) -> pyfuse3.EntryAttributes:
-        """Count one lookup of ``dirfd/name`` and return its attributes (one path walk)."""
+    def _open_stat(self, dirfd: int, name: bytes) -> tuple[int, kernel.Stat]:
+        """An O_PATH descriptor on ``dirfd/name`` and its attributes: one path walk."""
         s = self.sys
         fd = s.openat(dirfd, name, O_PATH | O_NOFOLLOW)
         try:
-            st = s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+            return fd, s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
         except BaseException:
             s.close(fd)
             raise
+
+    def _remember(self, dirfd: int, name: bytes) -> pyfuse3.EntryAttributes:
+        """Count one lookup of ``dirfd/name`` and return its attributes."""
+        fd, st = self._open_stat(dirfd, name)
         self._adopt(fd, st)
         return self.attrs(st)
 
@@ -297,13 +301,11 @@ class KernelOps(pyfuse3.Operations):
             for d in batch:
                 if d.d_name in (b".", b".."):
                     continue
-                # one path walk per entry: open it, then stat the descriptor
                 try:
-                    fd = s.openat(fh, d.d_name, O_PATH | O_NOFOLLOW)
+                    fd, st = self._open_stat(fh, d.d_name)
                 except FileNotFoundError:
                     continue  # removed since the directory was read
                 try:
-                    st = s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
                     accepted = pyfuse3.readdir_reply(token, d.d_name, self.attrs(st), d.d_off)
                 except BaseException:
                     s.close(fd)
