@@ -93,15 +93,18 @@ def _limit(inode: Ext4Inode) -> int:
 def _walk(data: bytearray, limit: int, bs: int, where: str) -> list[tuple[int, int, int, int]]:
     """Every record of a leaf block: (offset, inode, rec_len, name_len)."""
     out = []
+    append, unpack = out.append, _DE.unpack_from  # a hot loop: every insert walks its block
+    big = bs == 65536
     off = 0
     while off < limit:
         if off + 8 > limit:
             raise corrupted(where, f"directory entry at {off} overruns the block")
-        ino, rl, nl, _ft = _DE.unpack_from(data, off)
-        rl = _rl_from_disk(rl, bs)
+        ino, rl, nl, _ft = unpack(data, off)
+        if big:
+            rl = _rl_from_disk(rl, bs)
         if rl < 12 or rl & 3 or off + rl > limit or 8 + nl > rl:
             raise corrupted(where, f"bad directory entry at {off}")
-        out.append((off, ino, rl, nl))
+        append((off, ino, rl, nl))
         off += rl
     return out
 
@@ -135,42 +138,26 @@ def _put_entry(data: bytearray, off: int, rl: int, ino: int, name: bytes, ft: in
 def _insert_in_block(inode: Ext4Inode, data: bytearray, name: bytes, ino: int, ft: int,
                      where: str) -> tuple[int, int] | None:
     """Put the entry in the first record with room; (its offset, the block's new largest
-    gap) or None.
-
-    One pass over the block validates every record (as ``_walk`` does) and notes the
-    first fit and the other records' largest gap; the block changes only after the whole
-    of it proved sound.
-    """
+    gap) or None. The whole block is validated (``_walk``) before it changes."""
     bs = inode.sb.blocksize
-    limit = _limit(inode)
-    need = (8 + len(name) + 3) & ~3
-    unpack = _DE.unpack_from
-    big = bs == 65536
-    fit = fit_rl = fit_used = fit_ino = fit_nl = -1
-    best = 0
-    off = 0
-    while off < limit:
-        if off + 8 > limit:
-            raise corrupted(where, f"directory entry at {off} overruns the block")
-        cur, rl, nl, _ft = unpack(data, off)
-        if big and rl in (65535, 0):
-            rl = 65536
-        if rl < 12 or rl & 3 or off + rl > limit or 8 + nl > rl:
-            raise corrupted(where, f"bad directory entry at {off}")
-        used = (8 + nl + 3) & ~3 if cur else 0
-        slack = rl - used
-        if fit < 0 and slack >= need:
-            fit, fit_rl, fit_used, fit_ino, fit_nl = off, rl, used, cur, nl
+    need = rec_len_needed(len(name))
+    fit: tuple[int, int, int, int] | None = None
+    best = 0  # the largest gap of the records the entry does not go into
+    for rec in _walk(data, _limit(inode), bs, where):
+        _off, cur, rl, nl = rec
+        slack = rl - rec_len_needed(nl) if cur else rl
+        if fit is None and slack >= need:
+            fit = rec
         elif slack > best:
             best = slack
-        off += rl
-    if fit < 0:
+    if fit is None:
         return None
-    pos = fit + fit_used
-    if fit_ino:
-        _DE.pack_into(data, fit, fit_ino, _rl_to_disk(fit_used), fit_nl, data[fit + 7])
-    _put_entry(data, pos, fit_rl - fit_used, ino, name, ft, bs)
-    return pos, max(best, fit_rl - fit_used - need)
+    off, cur, rl, nl = fit
+    used = rec_len_needed(nl) if cur else 0
+    if cur:
+        _DE.pack_into(data, off, cur, _rl_to_disk(used), nl, data[off + 7])
+    _put_entry(data, off + used, rl - used, ino, name, ft, bs)
+    return off + used, max(best, rl - used - need)
 
 
 def _new_leaf(inode: Ext4Inode) -> bytearray:
