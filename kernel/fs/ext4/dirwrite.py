@@ -92,7 +92,7 @@ def _limit(inode: Ext4Inode) -> int:
 
 def _walk(data: bytearray, limit: int, bs: int, where: str) -> list[tuple[int, int, int, int]]:
     """Every record of a leaf block: (offset, inode, rec_len, name_len)."""
-    out = []
+    out: list[tuple[int, int, int, int]] = []
     append, unpack = out.append, _DE.unpack_from  # a hot loop: every insert walks its block
     big = bs == 65536
     off = 0
