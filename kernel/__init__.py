@@ -14,6 +14,11 @@ The façade is small::
 Front ends use nothing but this module: ``Kernel``, its ``sys`` (the system
 calls), the constants re-exported from ``kernel.uapi`` and the errors from
 ``kernel.errors``.
+
+A kernel survives ``fork()``: the child goes on with a private copy of it as
+of the fork (guest memory, caches, mounts, open files), and its I/O threads
+start afresh. Fork only a kernel whose disks are read-only; two kernels
+writing one image would corrupt it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +121,7 @@ class Kernel:
         if logging.getLogger("kernel").level == logging.NOTSET:
             logging.getLogger("kernel").setLevel(logging.INFO)
         self.halted = False
+        _LIVE.add(self)
 
         rootfs = self.registry.get("ramfs")
         assert rootfs is not None
@@ -128,6 +135,13 @@ class Kernel:
         self.sys.mkdir("/dev", 0o755)
         self.sys.mkdir("/mnt", 0o755)
         log.info("booted: %d MiB buffer cache, %d I/O threads", mb, io_threads)
+
+    def _after_fork_in_child(self) -> None:
+        self.lock.release()  # taken before the fork by the forking thread, which is us
+        self.arena.after_fork_in_child()
+        for disk in self.disks:
+            disk.device.after_fork_in_child()
+            disk.gendisk.after_fork_in_child()
 
     # -- context manager ---------------------------------------------------------
     def __enter__(self) -> Kernel:
@@ -332,6 +346,33 @@ class Kernel:
             log.debug("halted")
             if errors:
                 raise errors[0]
+
+
+# fork(): every kernel's lock is taken first, so no system call is half done in the copy
+_LIVE: weakref.WeakSet[Kernel] = weakref.WeakSet()
+_FORKING: list[Kernel] = []
+
+
+def _before_fork() -> None:
+    _FORKING[:] = list(_LIVE)
+    for k in _FORKING:
+        k.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for k in reversed(_FORKING):
+        k.lock.release()
+    _FORKING.clear()
+
+
+def _after_fork_in_child() -> None:
+    for k in _FORKING:
+        k._after_fork_in_child()
+    _FORKING.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _depth(m: Any) -> int:

@@ -28,7 +28,8 @@ class Arena:
     def __init__(self, size: int) -> None:
         order = max(0, (size - 1).bit_length() - _PAGE_SHIFT)
         self.size = PAGE_SIZE << order
-        self.mem = mmap.mmap(-1, self.size)
+        # private: a forked child gets its own copy of guest memory, as of the fork
+        self.mem = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.view = memoryview(self.mem)
         self.max_order = order
         self._free: list[set[int]] = [set() for _ in range(order + 1)]
@@ -36,6 +37,9 @@ class Arena:
         self._orders: dict[int, int] = {}
         self._lock = threading.Lock()
         self.alloc(PAGE_SIZE)  # reserve address 0
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     @staticmethod
     def order_for(size: int) -> int:

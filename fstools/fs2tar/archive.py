@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
+from collections.abc import Callable
 from ctypes import c_char_p, c_int, c_int64, c_long, c_longlong, c_size_t, c_uint, c_void_p
 from typing import Any
 
@@ -78,6 +80,10 @@ _write_header = _bind("write_header", [c_void_p, c_void_p], c_int)
 _write_data = _bind("write_data", [c_void_p, c_void_p, c_size_t], ctypes.c_ssize_t)
 _write_finish_entry = _bind("write_finish_entry", [c_void_p], c_int)
 _write_set_bytes_in_last_block = _bind("write_set_bytes_in_last_block", [c_void_p, c_int], c_int)
+_write_set_bytes_per_block = _bind("write_set_bytes_per_block", [c_void_p, c_int], c_int)
+_OPEN_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p)
+_WRITE_CB = ctypes.CFUNCTYPE(ctypes.c_ssize_t, c_void_p, c_void_p, c_void_p, c_size_t)
+_write_open = _bind("write_open", [c_void_p, c_void_p, _OPEN_CB, _WRITE_CB, _OPEN_CB], c_int)
 _error_string = _bind("error_string", [c_void_p], c_char_p)
 
 _entry_new = _bind("entry_new", [], c_void_p)
@@ -112,28 +118,37 @@ def compression_for(name: str) -> str | None:
     return None
 
 
-class TarWriter:
-    """Write entries to a tar archive (a host path, or a file descriptor)."""
+class _Writer:
+    """A libarchive writer of format ``fmt`` to a host path, a file descriptor or (``out``
+    None) memory: there the bytes go to ``spill`` as they come, with no blocking or padding,
+    so that pieces of one stream written by several writers join into one archive."""
 
     CHUNK = 1 << 20
+    MEMORY = 4 << 20  # memory mode: bytes are gathered here...
+    SPILL = 1 << 20  # ...and handed on once this many are waiting
 
-    def __init__(self, out: str | int, fmt: str = "pax", compression: str | None = None) -> None:
+    def __init__(self, out: str | int | None, fmt: str, compression: str | None = None,
+                 spill: Callable[[memoryview], None] | None = None) -> None:
         self.format = fmt
         self._a = _write_new()
         if not self._a:
             raise ArchiveWriteError("cannot create an archive writer")
         self._entry = _entry_new()
+        self._spill = spill
+        self._mem: mmap.mmap | None = None
         try:
-            ffi.get_write_format_function(FORMATS[fmt])(self._a)
+            ffi.get_write_format_function(FORMATS.get(fmt, fmt))(self._a)
             if fmt == "pax":
                 # SCHILY.xattr.* only: GNU tar reads those, and warns about
                 # every LIBARCHIVE.xattr.* duplicate libarchive adds by default
                 self._check(_write_set_options(self._a, b"xattrheader=SCHILY"))
             if compression:
                 ffi.get_write_filter_function(FILTERS[compression])(self._a)
+            if out is None:
+                self._open_memory()
             # GNU tar pads the last block to the record size; so do we, unless
             # writing to a pipe, where padding to 512 bytes is enough.
-            if isinstance(out, int):
+            elif isinstance(out, int):
                 _write_set_bytes_in_last_block(self._a, 1)
                 self._check(_write_open_fd(self._a, out))
             else:
@@ -145,7 +160,68 @@ class TarWriter:
             raise ArchiveWriteError(getattr(e, "msg", None) or str(e)) from None
         self._zeros = bytes(self.CHUNK)
 
+    def _open_memory(self) -> None:
+        self._mem = mmap.mmap(-1, self.MEMORY, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._memview = memoryview(self._mem)
+        self._cmem = ctypes.c_char.from_buffer(self._mem)  # pins the buffer's address
+        self._base = ctypes.addressof(self._cmem)
+        self._used = 0
+        self._error: BaseException | None = None
+
+        def opened(_a: Any, _client: Any) -> int:
+            return ARCHIVE_OK
+
+        def written(_a: Any, _client: Any, buff: int, length: int) -> int:
+            try:
+                if self._used + length > self.MEMORY:
+                    self.flush()
+                if length > self.MEMORY:
+                    assert self._spill is not None
+                    self._spill(memoryview(ctypes.string_at(buff, length)))
+                else:
+                    ctypes.memmove(self._base + self._used, buff, length)
+                    self._used += length
+                return length
+            except BaseException as e:  # noqa: BLE001 - raised again after libarchive returns
+                self._error = e
+                return ARCHIVE_FATAL
+
+        # the callbacks must live as long as the writer
+        self._callbacks = (_OPEN_CB(opened), _WRITE_CB(written), _OPEN_CB(opened))
+        self._check(_write_set_bytes_per_block(self._a, 0))  # unblocked: bytes as they come
+        self._check(_write_open(self._a, None, *self._callbacks))
+
+    def flush(self) -> None:
+        """Memory mode: hand every byte written so far to ``spill``."""
+        if self._mem is not None and self._used:
+            assert self._spill is not None
+            used, self._used = self._used, 0
+            self._spill(self._memview[:used])
+
+    def _room(self) -> None:
+        if self._mem is not None and self._used >= self.SPILL:
+            self.flush()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        n = len(data)
+        if not n:
+            return
+        self._room()
+        buf: Any = data
+        if isinstance(data, bytearray):
+            buf = (ctypes.c_char * n).from_buffer(data)
+        elif isinstance(data, memoryview):
+            buf = (ctypes.c_char * n).from_buffer_copy(data)
+        done = _write_data(self._a, buf, n)
+        if done < 0:
+            self._check(done)
+        elif done != n:
+            raise ArchiveWriteError(f"short write ({done} of {n} bytes)")
+
     def _check(self, rc: int) -> int:
+        if self._mem is not None and self._error is not None:
+            err, self._error = self._error, None
+            raise err
         if rc < ARCHIVE_WARN:
             msg = _error_string(self._a)
             raise ArchiveWriteError(msg.decode("utf-8", "replace") if msg else f"error {rc}",
@@ -154,6 +230,31 @@ class TarWriter:
             msg = _error_string(self._a)
             log.warning("%s", msg.decode("utf-8", "replace") if msg else "warning")
         return rc
+
+    def close(self) -> None:
+        if self._a:
+            try:
+                self._check(_write_close(self._a))
+            finally:
+                self._free()
+
+    def abort(self) -> None:
+        """Give up: free the writer without writing the end-of-archive marker."""
+        if self._a:
+            _write_fail(self._a)
+        self._free()
+
+    def _free(self) -> None:
+        if self._entry:
+            _entry_free(self._entry)
+            self._entry = None
+        if self._a:
+            _write_free(self._a)
+            self._a = None
+
+
+class TarWriter(_Writer):
+    """Write entries to a tar archive (a host path, a file descriptor, or memory)."""
 
     def begin(self, path: bytes, mode: int, uid: int, gid: int, size: int,
               mtime_ns: int, atime_ns: int | None = None, ctime_ns: int | None = None,
@@ -214,22 +315,8 @@ class TarWriter:
         _sparse_add(self._entry, offset, length)
 
     def write_header(self) -> None:
+        self._room()
         self._check(_write_header(self._a, self._entry))
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        n = len(data)
-        if not n:
-            return
-        buf: Any = data
-        if isinstance(data, bytearray):
-            buf = (ctypes.c_char * n).from_buffer(data)
-        elif isinstance(data, memoryview):
-            buf = (ctypes.c_char * n).from_buffer_copy(data)
-        done = _write_data(self._a, buf, n)
-        if done < 0:
-            self._check(done)
-        elif done != n:
-            raise ArchiveWriteError(f"short write ({done} of {n} bytes)")
 
     def write_zeros(self, n: int) -> None:
         """Feed ``n`` zero bytes (a hole of a sparse entry: libarchive skips them)."""
@@ -242,23 +329,15 @@ class TarWriter:
     def finish_entry(self) -> None:
         self._check(_write_finish_entry(self._a))
 
-    def close(self) -> None:
-        if self._a:
-            try:
-                self._check(_write_close(self._a))
-            finally:
-                self._free()
 
-    def abort(self) -> None:
-        """Give up: free the writer without writing the end-of-archive marker."""
-        if self._a:
-            _write_fail(self._a)
-        self._free()
 
-    def _free(self) -> None:
-        if self._entry:
-            _entry_free(self._entry)
-            self._entry = None
-        if self._a:
-            _write_free(self._a)
-            self._a = None
+class RawWriter(_Writer):
+    """Bytes that are already a tar stream, written through libarchive's compression and
+    blocking (its "raw" format), exactly as a TarWriter to the same place would end."""
+
+    def __init__(self, out: str | int, compression: str | None = None) -> None:
+        super().__init__(out, "raw", compression)
+        e = self._entry
+        _set_pathname(e, b"archive.tar")
+        _set_mode(e, AE_IFREG | 0o644)
+        self._check(_write_header(self._a, e))

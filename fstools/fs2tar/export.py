@@ -22,11 +22,15 @@ from typing import BinaryIO
 import kernel
 from kernel import (
     AT_SYMLINK_NOFOLLOW,
+    DT_DIR,
+    DT_REG,
+    DT_UNKNOWN,
     O_DIRECTORY,
     O_NOFOLLOW,
     O_RDONLY,
     SEEK_DATA,
     SEEK_HOLE,
+    Dirent,
 )
 
 from ..common.xattrs import read_xattrs
@@ -42,6 +46,11 @@ SELINUX = b"security.selinux"
 # recreates them. libarchive leaves them out for the same reason.
 READ_CHUNK = 1 << 20
 SMALL_FILE = 4 << 20  # read whole before writing the header: errors never leave half an entry
+BLOCK = 32  # exporters sharing a walk take turns writing this many consecutive entries
+
+
+def _by_name(d: Dirent) -> bytes:
+    return d.d_name
 
 
 class SkipEntry(Exception):
@@ -69,7 +78,12 @@ class Exporter:
                  keep_going: bool = False, verbose: bool = False,
                  selinux_out: BinaryIO | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 warn: Callable[[str], None] = log.warning, birthtime: bool = False) -> None:
+                 warn: Callable[[str], None] = log.warning, birthtime: bool = False,
+                 share: tuple[int, int] | None = None,
+                 block_done: Callable[[Stats], None] | None = None) -> None:
+        """``share=(k, n)``: this exporter is the k-th of n walking the same tree, and writes
+        every n-th block of BLOCK entries from its k-th on; ``block_done`` is called after
+        each block it wrote."""
         self.sys = sys
         self.root = root
         self.w = writer
@@ -79,60 +93,160 @@ class Exporter:
         self.progress = progress
         self.warn = warn
         self.stats = Stats()
-        self._links: dict[tuple[int, int], bytes] = {}
+        self._first: dict[tuple[int, int], bytes] = {}  # (st_dev, d_ino) -> first name
+        self.share = share
+        self.block_done = block_done
+        self.entries = 0  # entries numbered so far, in walk order
+        self._block = -1
         self._xattrs_ok = writer.format == "pax"
         self.birthtime = birthtime
 
     # -- the walk ------------------------------------------------------------------------
+    def owns(self, index: int) -> bool:
+        """Whether the entry at ``index`` (in walk order) is this exporter's to write."""
+        share = self.share
+        return share is None or (index // BLOCK) % share[1] == share[0]
+
     def run(self) -> Stats:
+        """Walk the tree depth first, names sorted, and write every entry this exporter owns.
+
+        The walk itself (which directories are entered, in which order) depends only on
+        what every exporter of a share sees the same way: directory listings, their d_type,
+        and whether a subdirectory opens. So exporters sharing one walk number every entry
+        alike, and each writes its own blocks of entries.
+        """
         sys = self.sys
         rootfd = sys.open(self.root, O_RDONLY | O_DIRECTORY)
         try:
             st = sys.fstat(rootfd)
             dirs = {(st.st_dev, st.st_ino)}  # a directory met twice: a loop in a damaged image
-            self._entry(rootfd, b"", b"./", st)
-            stack: list[tuple[int, bytes, list[bytes], int]] = [
-                (rootfd, b"./", self._names(rootfd, b"./"), 0)]
+            if self._next_index():
+                self._entry(rootfd, b"", b"./", st)
+            stack: list[tuple[int, bytes, int, list[Dirent], int]] = [
+                (rootfd, b"./", st.st_dev, self._names(rootfd, b"./", self.owns(0)), 0)]
             while stack:
-                dfd, prefix, names, i = stack[-1]
+                dfd, prefix, dev, names, i = stack[-1]
                 if i == len(names):
                     stack.pop()
                     if dfd != rootfd:
                         sys.close(dfd)
                     continue
-                stack[-1] = (dfd, prefix, names, i + 1)
-                name = names[i]
-                path = prefix + name
-                try:
-                    st = sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
-                except OSError as e:
-                    self._failed(path, e)
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    if (st.st_dev, st.st_ino) in dirs:
-                        self._failed(path, OSError(errno.ELOOP, "directory loop: this directory "
-                                                   "is already in the archive (damaged image)"))
-                        continue
-                    dirs.add((st.st_dev, st.st_ino))
+                stack[-1] = (dfd, prefix, dev, names, i + 1)
+                d = names[i]
+                sub = self._visit(dfd, prefix, dev, d, dirs)
+                if sub is not None:
+                    subfd, subpath, subdev, own = sub
                     try:
-                        sub = sys.openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-                    except OSError as e:
-                        self._failed(path, e)
-                        continue
-                    try:
-                        self._entry(sub, b"", path + b"/", st)
-                        stack.append((sub, path + b"/", self._names(sub, path + b"/"), 0))
+                        stack.append((subfd, subpath, subdev, self._names(subfd, subpath, own), 0))
                     except BaseException:
-                        sys.close(sub)
+                        sys.close(subfd)
                         raise
-                else:
-                    self._entry(dfd, name, path, st)
+            self._end_block()
         finally:
             sys.close(rootfd)
         return self.stats
 
-    def _names(self, dfd: int, path: bytes) -> list[bytes]:
-        names: list[bytes] = []
+    def _next_index(self) -> bool:
+        """Number the next entry; True when it is ours to write."""
+        i = self.entries
+        self.entries = i + 1
+        block = i // BLOCK
+        if block != self._block:
+            self._end_block()
+            self._block = block
+        return self.owns(i)
+
+    def _end_block(self) -> None:
+        if self._block >= 0 and self.block_done is not None and self.owns(self._block * BLOCK):
+            self.block_done(self.stats)
+        self._block = -1
+
+    def _visit(self, dfd: int, prefix: bytes, dev: int, d: Dirent, dirs: set[tuple[int, int]]
+               ) -> tuple[int, bytes, int, bool] | None:
+        """Number and (when ours) write the entry ``d`` of directory ``dfd``; for a directory,
+        return its open descriptor, path, st_dev and ownership to walk into."""
+        sys = self.sys
+        own = self._next_index()
+        name = d.d_name
+        path = prefix + name
+        dtype = d.d_type
+        st = None
+        if dtype == DT_UNKNOWN:  # the type is not in the directory: every walker asks the inode
+            try:
+                st = sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
+            except OSError as e:
+                if own:
+                    self._failed(path, e)
+                return None
+            dtype = DT_DIR if stat.S_ISDIR(st.st_mode) else DT_REG if stat.S_ISREG(st.st_mode) \
+                else DT_UNKNOWN
+        if dtype == DT_DIR:
+            try:
+                sub = sys.openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            except OSError as e:
+                if own:
+                    if e.errno in (errno.ENOTDIR, errno.ELOOP):
+                        self._other(dfd, name, path, None)  # not a directory (damaged image)
+                    else:
+                        self._failed(path, e)
+                return None
+            try:
+                st = sys.fstat(sub)
+                key = (st.st_dev, st.st_ino)
+                if key in dirs:
+                    if own:
+                        self._failed(path, OSError(errno.ELOOP, "directory loop: this directory "
+                                                   "is already in the archive (damaged image)"))
+                    sys.close(sub)
+                    return None
+                dirs.add(key)
+                if own:
+                    self._entry(sub, b"", path + b"/", st)
+            except BaseException:
+                sys.close(sub)
+                raise
+            return sub, path + b"/", st.st_dev, own
+        # not a directory: remember the first name of each inode, for hard links
+        self._first.setdefault((dev, d.d_ino), path)
+        if not own:
+            return None
+        if st is None and dtype == DT_REG:
+            # open it first: its stat, attributes and data then come from the descriptor
+            try:
+                fd = sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENXIO):  # a symlink, fifo or device
+                    self._failed(path, e)
+                    return None
+            else:
+                try:
+                    st = sys.fstat(fd)
+                    if stat.S_ISREG(st.st_mode):
+                        self._entry(dfd, name, path, st, fd)
+                        return None
+                finally:
+                    sys.close(fd)
+        self._other(dfd, name, path, st)
+        return None
+
+    def _other(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat | None) -> None:
+        """Write a non-directory entry whatever its type, from its stat."""
+        if st is None:
+            try:
+                st = self.sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
+            except OSError as e:
+                self._failed(path, e)
+                return
+        if stat.S_ISDIR(st.st_mode):
+            # not walked into: the other exporters of the walk took it for a file
+            self._failed(path, OSError(errno.EUCLEAN, "directory entry of a file type leads to a "
+                                       "directory; left out (damaged image)"))
+            return
+        self._entry(dfd, name, path, st)
+
+    def _names(self, dfd: int, path: bytes, own: bool) -> list[Dirent]:
+        """The entries of directory ``dfd``, sorted by name; errors reported when ``own``."""
+        entries: list[Dirent] = []
         while True:
             try:
                 batch = self.sys.getdents64(dfd, 1 << 16)
@@ -140,15 +254,17 @@ class Exporter:
                 bad = getattr(e, "dirent_name", None)
                 if bad is not None:
                     # one damaged entry (a name with '/' or NUL): report it, read on
-                    self._failed(path, OSError(e.errno, f"invalid name {bad!r} left out"))
+                    if own:
+                        self._failed(path, OSError(e.errno, f"invalid name {bad!r} left out"))
                     continue
-                self._failed(path, e)
+                if own:
+                    self._failed(path, e)
                 break
             if not batch:
                 break
-            names.extend(d.d_name for d in batch if d.d_name not in (b".", b".."))
-        names.sort()
-        return names
+            entries.extend(d for d in batch if d.d_name not in (b".", b".."))
+        entries.sort(key=_by_name)
+        return entries
 
     def _failed(self, path: bytes, e: OSError) -> None:
         where = os.fsdecode(path)
@@ -158,9 +274,10 @@ class Exporter:
         self.stats.skipped.append(where)
 
     # -- one entry -------------------------------------------------------------------------
-    def _entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat) -> None:
+    def _entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat, fd: int = -1) -> None:
+        """Write one entry; ``fd``, when given, is the regular file already open."""
         try:
-            self._write_entry(dfd, name, path, st)
+            self._write_entry(dfd, name, path, st, fd)
         except SkipEntry:
             pass
         except OSError as e:
@@ -175,7 +292,8 @@ class Exporter:
     def _xattrs(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
         return read_xattrs(self.sys, dfd, name)
 
-    def _write_entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat) -> None:
+    def _write_entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat,
+                     fd: int) -> None:
         sys, w = self.sys, self.w
         mode = st.st_mode
         ftype = stat.S_IFMT(mode)
@@ -183,14 +301,21 @@ class Exporter:
             self.stats.sockets += 1
             self.warn(f"{os.fsdecode(path)}: socket left out (tar cannot store sockets)")
             return
-        xattrs = self._xattrs(dfd, name)
-        link_key = (st.st_dev, st.st_ino)
-        first = self._links.get(link_key) if ftype != stat.S_IFDIR and st.st_nlink > 1 else None
+        xattrs = self._xattrs(fd, b"") if fd >= 0 else self._xattrs(dfd, name)
+        first = None
+        if ftype != stat.S_IFDIR and st.st_nlink > 1:
+            # a hard link: the inode's first name in the walk carries the data
+            first = self._first.get((st.st_dev, st.st_ino), path)
+            if first == path:
+                first = None
         size = st.st_size if ftype == stat.S_IFREG and first is None else 0
         data: bytes | None = None
-        fd = -1
-        if ftype == stat.S_IFREG and first is None:
+        opened = False
+        if fd < 0 and ftype == stat.S_IFREG and first is None:
             fd = sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
+            opened = True
+        if first is not None:
+            fd = -1
         try:
             regions = None
             if fd >= 0:
@@ -218,10 +343,8 @@ class Exporter:
                     self._copy(fd, size, regions, path)
             w.finish_entry()
         finally:
-            if fd >= 0:
+            if opened:
                 sys.close(fd)
-        if ftype != stat.S_IFDIR and st.st_nlink > 1 and first is None:
-            self._links[link_key] = path
         self.stats.files += 1
         self.stats.bytes += size
         if self.verbose:

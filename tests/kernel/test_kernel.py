@@ -119,3 +119,57 @@ def test_umount_busy_and_halt_releases_everything(tmp_path: Path) -> None:
     k.halt()
     assert k.halted
     assert disk.device.backend.fd == -1
+
+
+def test_a_forked_child_goes_on_with_its_own_copy(tmp_path: Path) -> None:
+    """fork() after mounting: the child reads with its own copy of the kernel (guest memory,
+    caches, descriptors), its I/O threads start afresh, and the parent is unaffected."""
+    import hashlib
+    import os
+
+    need_tool("mkfs.ext4")
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(9 << 20)  # read in one batch of several requests: the I/O threads serve it
+    (src / "big").write_bytes(big)
+    (src / "small").write_bytes(b"small file\n")
+    image = tmp_path / "f.img"
+    run("mkfs.ext4", "-q", "-F", "-d", src, image, "32M")
+    want = hashlib.sha256(big).hexdigest()
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(image, readonly=True))
+        s = k.sys
+        fd = s.open(root + "/big")
+        assert hashlib.sha256(s.pread64(fd, len(big), 0)).hexdigest() == want  # threads started
+        disk = k.disks[0]
+        assert disk.device._workers, "the big read did not go to the I/O threads"
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: only os._exit leaves it
+            code = 1
+            try:
+                os.close(r)
+                s.lseek(fd, 0, kernel.SEEK_SET)
+                got = hashlib.sha256(s.read(fd, len(big))).hexdigest()  # the inherited descriptor
+                s.close(fd)
+                fd2 = s.open(root + "/small")
+                small = s.read(fd2, 100)
+                os.write(w, f"{got}|{small!r}|{len(disk.device._workers)}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        import select
+        ready, _, _ = select.select([r], [], [], 60)
+        if not ready:
+            os.kill(pid, 9)
+        with os.fdopen(r, "rb") as f:
+            reply = f.read().decode() if ready else "the child hung"
+        _pid, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, reply
+        got, small, threads = reply.split("|")
+        assert got == want and small == repr(b"small file\n")
+        assert int(threads) >= 1  # the child started its own
+        # the parent's kernel is untouched: its descriptor is still open, its reads still right
+        assert s.fstat(fd).st_size == len(big)
+        assert hashlib.sha256(s.pread64(fd, len(big), 0)).hexdigest() == want

@@ -258,6 +258,9 @@ class VirtioBlk(GenDisk):
             self._free_slots.append(req.slot)
         return status
 
+    def after_fork_in_child(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+
     def shutdown(self) -> None:
         self.t.set_status(0)
         stop = getattr(self.t.dev, "stop", None)

@@ -108,6 +108,14 @@ class VirtioBlkDevice(MmioDevice):
             q.push_used(head, self.process(chain))
             self.raise_irq()
 
+    def after_fork_in_child(self) -> None:
+        """The I/O threads stayed in the parent: start afresh (they start when needed)."""
+        self._work = queue.SimpleQueue()
+        self._workers = []
+        for q in self.queues:
+            if q is not None:
+                q.after_fork_in_child()
+
     def stop(self) -> None:
         for _ in self._workers:
             self._work.put(None)

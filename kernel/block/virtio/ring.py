@@ -159,6 +159,9 @@ class DeviceQueue:
         self._used_lock = threading.Lock()
         self._used_idx = 0
 
+    def after_fork_in_child(self) -> None:
+        self._used_lock = threading.Lock()
+
     def pop_avail(self) -> list[int]:
         """Heads of the chains made available since the last call."""
         idx = _U16.unpack_from(self.mem, self.avail + RingLayout.AVAIL_IDX)[0]
