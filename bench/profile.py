@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="lkl-profile-", dir="/var/tmp"))
     try:
         if args.tool == "fs2tar":
-            tool_args = [str(data.images[(fs, "tree")]), str(scratch / "out.tar")]
+            # one process: the workers of -j N would run outside the profiler
+            tool_args = ["-j", "1", str(data.images[(fs, "tree")]), str(scratch / "out.tar")]
         elif args.tool == "cpfromfs":
             tool_args = ["-i", str(data.images[(fs, "tree")]), "/", str(scratch / "out")]
         else:

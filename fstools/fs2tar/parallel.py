@@ -266,6 +266,3 @@ def _join(streams: list[_Stream], writer: RawWriter, warn: Callable[[str], None]
         stats.dropped_xattrs += dropped
         stats.sockets += sockets
     return stats
-
-
-

@@ -20,6 +20,12 @@ Invariants (pyfuse3's low-level contract, kept exactly):
 * ``flush`` is not implemented: its ENOSYS makes the host kernel stop sending
   FLUSH, one round trip less per close(2). Nothing waits for it: writes reach
   the kernel as they come and ``release`` closes the kernel's descriptor.
+* On a read-only mount, opening a small regular file (up to ``PREFILL``
+  bytes) for reading stores its whole content in the host's page cache
+  (``notify_store``) before the open returns, once per inode while the host
+  holds it: the reads that follow are served by the host kernel without a
+  READ round trip. Nothing can change the file, so the cache stays right
+  (``keep_cache``).
 
 The kernel is synchronous and has one lock: handlers call it inline (a call
 is tens of microseconds; a hop to a worker thread would cost more than most
@@ -57,15 +63,17 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 OTHER_DEV_BASE = 1 << 56  # FUSE inode numbers for inodes of another st_dev
 TIMEOUT = 300.0  # every change goes through us, so the host's caches stay right
+PREFILL = 128 << 10  # read-only mounts: small files go to the host's page cache at open
 
 
 class Node:
-    __slots__ = ("fd", "key", "lookups")
+    __slots__ = ("fd", "key", "lookups", "stored")
 
     def __init__(self, fd: int, key: tuple[int, int]) -> None:
         self.fd = fd
         self.key = key
         self.lookups = 0
+        self.stored = False  # its data went to the host's page cache (read-only mounts)
 
 
 def _errors(fn: F) -> F:
@@ -175,7 +183,7 @@ class KernelOps(pyfuse3.Operations):
         s = self.sys
         fd = s.openat(dirfd, name, O_PATH | O_NOFOLLOW)
         try:
-            return fd, s.fstatat(fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+            return fd, s.fstat(fd)
         except BaseException:
             s.close(fd)
             raise
@@ -377,7 +385,27 @@ class KernelOps(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         self._as(ctx)
         fh = self.sys.open(self._proc(inode), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY))
+        if self.readonly and flags & os.O_ACCMODE == os.O_RDONLY:
+            node = self.nodes[inode]
+            if not node.stored:
+                try:
+                    self._prefill(inode, fh)
+                except BaseException:
+                    self.sys.close(fh)
+                    raise
+                node.stored = True
         return pyfuse3.FileInfo(fh=fh, keep_cache=self.readonly)
+
+    def _prefill(self, inode: int, fh: int) -> None:
+        """Store a small file's content in the host's page cache (see the invariants)."""
+        size = self.sys.fstat(fh).st_size
+        if 0 < size <= PREFILL:
+            data = self.sys.pread64(fh, size, 0)
+            if len(data) == size:
+                try:
+                    pyfuse3.notify_store(inode, 0, data)
+                except OSError as e:  # the host cannot take it: READ requests will come
+                    log.debug("notify_store of inode %d: %s", inode, e)
 
     @_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

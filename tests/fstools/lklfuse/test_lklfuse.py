@@ -305,3 +305,47 @@ def test_no_access_to_dev_fuse_is_one_line(tmp_path: Path, user_env) -> None:
 
 
 
+
+
+@pytest.mark.fuse
+def test_small_files_reach_the_page_cache_at_open(tmp_path: Path) -> None:
+    """Read-only mounts: a file of up to PREFILL bytes is stored in the host's page cache when
+    opened, so reading it sends no READ request; larger files are read as usual."""
+    import re
+    import time
+
+    from fstools.lklfuse.ops import PREFILL
+
+    need_root()
+    need_tool("mkfs.ext4", "fusermount3")
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {"one": 1, "page-1": 4095, "page": 4096, "page+1": 4097, "edge-1": PREFILL - 1,
+             "edge": PREFILL, "big": PREFILL + 1, "empty": 0}
+    for name, size in sizes.items():
+        (src / name).write_bytes(os.urandom(size))
+    with open(src / "sparse", "wb") as f:  # a hole, then data
+        f.seek(70_000)
+        f.write(b"tail")
+    image = tmp_path / "p.img"
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-d", str(src), str(image), "16M"], check=True)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    log = open(tmp_path / "debug.log", "w+")
+    proc = subprocess.Popen(lklfuse_cmd() + [str(image), str(mnt), "-f", "-d", "-o", "ro"],
+                            stderr=log, stdout=log)
+    try:
+        wait_mounted(mnt, proc)
+        inos = {}
+        for name in [*sizes, "sparse"]:
+            inos[name] = os.stat(mnt / name).st_ino
+            for _ in range(2):
+                assert (mnt / name).read_bytes() == (src / name).read_bytes(), name
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
+    time.sleep(0.1)
+    log.seek(0)
+    reads = {int(m.group(1)) for m in re.finditer(r"opcode: READ \(\d+\), nodeid: (\d+)", log.read())}
+    assert inos["big"] in reads  # larger files: READ requests as usual
+    assert not reads & {inos[n] for n in inos if n != "big"}, "a small file was read by READ"
