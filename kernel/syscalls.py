@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from .errors import kerr
@@ -344,6 +344,37 @@ class Syscalls:
         return data
 
     pread = pread64
+
+    def _read_into(self, f: File, buffers: Sequence[Any], pos: int) -> int:
+        total = 0
+        for b in buffers:
+            view = memoryview(b).cast("B")
+            if view.readonly:
+                raise kerr(errno.EFAULT, None, "read into a read-only buffer")
+            if not len(view):
+                continue
+            n = f.inode.read_into(pos + total, view)
+            total += n
+            if n < len(view):
+                break  # end of file
+        self._touch_atime(f)
+        return total
+
+    @_syscall
+    def readv(self, fd: int, buffers: Sequence[Any]) -> int:
+        """Read into ``buffers`` (writable bytes-like objects) in order; the byte count."""
+        f = self._readable(fd)
+        n = self._read_into(f, buffers, f.pos)
+        f.pos += n
+        return n
+
+    @_syscall
+    def preadv(self, fd: int, buffers: Sequence[Any], offset: int) -> int:
+        """Read into ``buffers`` from ``offset``, without moving the file position."""
+        f = self._readable(fd)
+        if offset < 0:
+            raise kerr(errno.EINVAL)
+        return self._read_into(f, buffers, offset)
 
     def _writable(self, fd: int) -> File:
         f = self._file(fd, allow_path=False)

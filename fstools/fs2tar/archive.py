@@ -211,7 +211,10 @@ class _Writer:
         if isinstance(data, bytearray):
             buf = (ctypes.c_char * n).from_buffer(data)
         elif isinstance(data, memoryview):
-            buf = (ctypes.c_char * n).from_buffer_copy(data)
+            if data.readonly:
+                buf = (ctypes.c_char * n).from_buffer_copy(data)
+            else:  # a view of a writable buffer: libarchive reads it in place
+                buf = (ctypes.c_char * n).from_buffer(data)
         done = _write_data(self._a, buf, n)
         if done < 0:
             self._check(done)

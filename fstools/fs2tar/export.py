@@ -97,6 +97,7 @@ class Exporter:
         self.share = share
         self.block_done = block_done
         self.entries = 0  # entries numbered so far, in walk order
+        self._buf = bytearray(1 << 16)
         self._block = -1
         self._xattrs_ok = writer.format == "pax"
         self.birthtime = birthtime
@@ -309,7 +310,7 @@ class Exporter:
             if first == path:
                 first = None
         size = st.st_size if ftype == stat.S_IFREG and first is None else 0
-        data: bytes | None = None
+        data: memoryview | None = None
         opened = False
         if fd < 0 and ftype == stat.S_IFREG and first is None:
             fd = sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
@@ -372,19 +373,20 @@ class Exporter:
             w.add_xattr(xname, value)
 
     # -- file data ---------------------------------------------------------------------------
-    def _read_all(self, fd: int, size: int, path: bytes) -> bytes:
-        chunks = []
-        got = 0
-        while got < size:
-            chunk = self.sys.pread64(fd, min(READ_CHUNK, size - got), got)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            got += len(chunk)
+    def _buffer(self, size: int) -> memoryview:
+        """A reused buffer of ``size`` bytes (reads go straight into it)."""
+        if len(self._buf) < size:
+            self._buf = bytearray(max(size, 2 * len(self._buf)))
+        return memoryview(self._buf)[:size]
+
+    def _read_all(self, fd: int, size: int, path: bytes) -> memoryview:
+        """The whole file, in the reused buffer (valid until the next read)."""
+        view = self._buffer(size)
+        got = self.sys.preadv(fd, [view], 0) if size else 0
         if got != size:
             raise OSError(errno.EIO, f"file shrank to {got} of {size} bytes while read",
                           os.fsdecode(path))
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return view
 
     def _data_regions(self, fd: int, size: int) -> list[tuple[int, int]] | None:
         """The data regions of a file with holes, or None if it has none."""
@@ -424,11 +426,12 @@ class Exporter:
                     pos = off
                 end = off + length
                 while pos < end:
-                    chunk = sys.pread64(fd, min(READ_CHUNK, end - pos), pos)
-                    if not chunk:
+                    view = self._buffer(min(READ_CHUNK, end - pos))
+                    n = sys.preadv(fd, [view], pos)
+                    if not n:
                         raise OSError(errno.EIO, "file shorter than its size", os.fsdecode(path))
-                    w.write(chunk)
-                    pos += len(chunk)
+                    w.write(view[:n])
+                    pos += n
                     if self.progress is not None:
                         self.progress(self.stats.files, self.stats.bytes + pos)
             if pos < size:

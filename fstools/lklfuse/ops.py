@@ -116,6 +116,7 @@ class KernelOps(pyfuse3.Operations):
         self._other: dict[tuple[int, int], int] = {}
         self._next_other = OTHER_DEV_BASE
         self._cred: tuple[int, int, tuple[int, ...]] = (0, 0, ())
+        self._rbuf = bytearray(1 << 20)
 
     # -- helpers ---------------------------------------------------------------------
     def _as(self, ctx: pyfuse3.RequestContext | None) -> None:
@@ -423,7 +424,12 @@ class KernelOps(pyfuse3.Operations):
 
     @_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return self.sys.pread64(fh, size, off)
+        # into one reused buffer: pyfuse3 sends the reply before the next request runs
+        buf = self._rbuf
+        if len(buf) < size:
+            buf = self._rbuf = bytearray(size)
+        view = memoryview(buf)
+        return view[:self.sys.preadv(fh, [view[:size]], off)]  # type: ignore[return-value]
 
     @_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:

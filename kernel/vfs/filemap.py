@@ -18,16 +18,15 @@ if TYPE_CHECKING:
 SMALL_READ = 32 * 1024  # runs up to this size go through the disk's readahead windows
 
 
-def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> bytes:
-    """Up to ``size`` bytes of ``inode`` from ``offset`` (short at end of file)."""
-    size = min(size, inode.size - offset)
-    if size <= 0:
-        return b""
+_ZEROS = bytes(1 << 20)
+
+
+def _fill(inode: Inode, bdev: BlockDevice, first: int, dest: memoryview, zeroed: bool) -> None:
+    """Fill ``dest`` (whole blocks) with the file's blocks from ``first``; holes and unwritten
+    extents become zeros (``zeroed``: ``dest`` holds zeros already)."""
     bs = inode.sb.blocksize
-    first = offset // bs
-    last = (offset + size - 1) // bs + 1
-    buf = bytearray((last - first) * bs)
-    # runs of [device byte offset, start, end) in buf, merged when contiguous
+    last = first + len(dest) // bs
+    # runs of [device byte offset, start, end) in dest, merged when contiguous
     runs: list[list[int]] = []
     for ext in inode.extents(first, last):
         s = max(ext.lblk, first)
@@ -40,17 +39,55 @@ def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> byte
             runs[-1][2] = hi
         else:
             runs.append([dev, lo, hi])
-    if runs:
-        view = memoryview(buf)
-        big = []
-        for dev, lo, hi in runs:
-            if hi - lo <= SMALL_READ:
-                bdev.read_small(dev, view[lo:hi])  # served by readahead windows
-            else:
-                big.append((dev, [view[lo:hi]]))
-        if big:
-            bdev.submit_many(big)
+    if not zeroed:
+        pos = 0
+        for _dev, lo, hi in [*runs, [0, len(dest), len(dest)]]:
+            while pos < lo:  # a hole before this run
+                n = min(lo - pos, len(_ZEROS))
+                dest[pos:pos + n] = _ZEROS[:n]
+                pos += n
+            pos = max(pos, hi)
+    big = []
+    for dev, lo, hi in runs:
+        if hi - lo <= SMALL_READ:
+            bdev.read_small(dev, dest[lo:hi])  # served by readahead windows
+        else:
+            big.append((dev, [dest[lo:hi]]))
+    if big:
+        bdev.submit_many(big)
+
+
+def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> bytes:
+    """Up to ``size`` bytes of ``inode`` from ``offset`` (short at end of file)."""
+    size = min(size, inode.size - offset)
+    if size <= 0:
+        return b""
+    bs = inode.sb.blocksize
+    first = offset // bs
+    last = (offset + size - 1) // bs + 1
+    buf = bytearray((last - first) * bs)
+    _fill(inode, bdev, first, memoryview(buf), True)
     start = offset - first * bs
     if start == 0 and size == len(buf):
         return bytes(buf)
     return bytes(memoryview(buf)[start:start + size])
+
+
+def read_mapped_into(inode: Inode, bdev: BlockDevice, offset: int, dest: memoryview) -> int:
+    """Read into ``dest`` from ``offset``; the number of bytes (short at end of file).
+
+    Whole blocks go straight into ``dest``, without a copy in between."""
+    size = min(len(dest), inode.size - offset)
+    if size <= 0:
+        return 0
+    bs = inode.sb.blocksize
+    if offset % bs:
+        data = read_mapped(inode, bdev, offset, size)
+        dest[:len(data)] = data
+        return len(data)
+    full = size // bs * bs
+    if full:
+        _fill(inode, bdev, offset // bs, dest[:full], False)
+    if size > full:  # the last, partial block
+        dest[full:size] = read_mapped(inode, bdev, offset + full, size - full)
+    return size

@@ -188,6 +188,13 @@ class Inode:
         """Up to ``size`` bytes from ``offset`` (short only at end of file)."""
         raise kerr(errno.EINVAL)
 
+    def read_into(self, offset: int, dest: memoryview) -> int:
+        """Read into ``dest`` from ``offset``; the byte count (short only at end of file).
+        Drivers that map blocks read straight into ``dest``."""
+        data = self.read(offset, len(dest))
+        dest[:len(data)] = data
+        return len(data)
+
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> int:
         raise kerr(errno.EINVAL)
 

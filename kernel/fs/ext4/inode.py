@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
-from ...vfs.filemap import read_mapped
+from ...vfs.filemap import read_mapped, read_mapped_into
 from ...vfs.inode import Extent, Inode, NewInode, SetAttr
 from . import dir as dirmod
 from . import file as f
@@ -211,6 +211,14 @@ class Ext4Inode(Inode):
         if self.inline:
             return read_inline(self)[offset:offset + size]
         return read_mapped(self, self.sb.io, offset, size)
+
+    def read_into(self, offset: int, dest: memoryview) -> int:
+        self._no_crypt()
+        if self.sb._data:
+            self.sb.flush_data()
+        if self.inline:
+            return super().read_into(offset, dest)
+        return read_mapped_into(self, self.sb.io, offset, dest)
 
     def readlink(self) -> bytes:
         if not self.is_lnk:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
-from ...vfs.filemap import read_mapped
+from ...vfs.filemap import read_mapped, read_mapped_into
 from ...vfs.inode import Extent, Inode
 from . import attr, dir2
 from . import ondisk as od
@@ -212,6 +212,12 @@ class XfsInode(Inode):
             raise kerr(errno.EISDIR)
         self._check_rt()
         return read_mapped(self, self.sb.xdev, offset, size)
+
+    def read_into(self, offset: int, dest: memoryview) -> int:
+        if self.is_dir:
+            raise kerr(errno.EISDIR)
+        self._check_rt()
+        return read_mapped_into(self, self.sb.xdev, offset, dest)
 
     def extents(self, start: int, end: int) -> Iterator[Extent]:
         self._check_rt()

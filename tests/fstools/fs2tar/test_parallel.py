@@ -54,6 +54,9 @@ def test_compressed_and_to_stdout(tmp_path: Path) -> None:
             proc = fs2tar("-j", jobs, image, out)
             assert proc.returncode == 0, proc.stderr
             outs.append(out.read_bytes())
+        if suffix == ".tar.gz":  # gzip's header holds the time of compression
+            import gzip
+            outs = [gzip.decompress(o) for o in outs]
         assert outs[0] == outs[1]
     piped = [fs2tar("-j", jobs, image, "-") for jobs in ("1", "2")]
     assert piped[0].returncode == piped[1].returncode == 0

@@ -170,3 +170,85 @@ def test_proc_self_fd_reopens_an_o_path_descriptor(k) -> None:
     s.setfsuid(0)
     with pytest.raises(FileNotFoundError):
         s.open("/proc/self/fd/999", os.O_RDONLY)
+
+
+def _preadv_source(root: Path) -> dict[str, bytes]:
+    """Files whose reads cross block edges, holes and the end of file."""
+    import random
+
+    rnd = random.Random(7)
+    root.mkdir()
+    files = {}
+    for name, size in (("one", 1), ("block", 4096), ("odd", 4096 * 3 + 17), ("big", 300_000),
+                       ("huge", 3 << 20)):
+        data = rnd.randbytes(size)
+        (root / name).write_bytes(data)
+        files[name] = data
+    with open(root / "sparse", "wb") as f:  # data, a hole of 1 MiB, data
+        f.write(b"A" * 5000)
+        f.seek(5000 + (1 << 20))
+        f.write(b"B" * 9000)
+    files["sparse"] = (root / "sparse").read_bytes()
+    return files
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "ext2", "xfs", "btrfs"])
+def test_preadv_and_readv_match_the_host(tmp_path: Path, fstype: str) -> None:
+    """preadv/readv fill the caller's buffers (dirty ones too) exactly as the host's calls do,
+    for every split of the buffers, offset and length, holes and the end of file."""
+    import random
+
+    from helpers import need_root, need_tool, run
+
+    src = tmp_path / "src"
+    files = _preadv_source(src)
+    image = tmp_path / f"{fstype}.img"
+    with open(image, "wb") as f:
+        f.truncate((320 if fstype == "xfs" else 160) << 20)  # mkfs.xfs wants 300 MB
+    if fstype in ("ext4", "ext2"):
+        run(f"mkfs.{fstype}", "-q", "-F", "-d", src, image)
+    elif fstype == "btrfs":
+        need_tool("mkfs.btrfs")
+        run("mkfs.btrfs", "-q", "-f", "--rootdir", src, image)
+    else:
+        need_root()
+        need_tool("mkfs.xfs")
+        run("mkfs.xfs", "-q", "-f", image)
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        run("mount", "-o", "loop", image, mnt)
+        try:
+            run("cp", "-a", f"{src}/.", mnt)
+        finally:
+            run("umount", mnt)
+    rnd = random.Random(11)
+    with Kernel(mb=8) as k:
+        root = k.mount_dev(k.disk_add(image, readonly=True))
+        s = k.sys
+        for name, data in files.items():
+            fd = s.open(f"{root}/{name}")
+            hfd = os.open(src / name, os.O_RDONLY)
+            try:
+                cases = [(0, [len(data)]), (0, [len(data) + 100]), (len(data), [10]),
+                         (4096, [4096, 4096]), (1, [4095, 1, 8192])]
+                for _ in range(40):
+                    off = rnd.choice([0, 4096, 8192, rnd.randrange(0, len(data) + 1)])
+                    cases.append((off, [rnd.choice([1, 511, 4096, 5000, 70_000, 1 << 20])
+                                        for _ in range(rnd.randint(1, 3))]))
+                for off, lengths in cases:
+                    ours = [bytearray(b"\xee" * n) for n in lengths]  # dirty: holes must be zeroed
+                    host = [bytearray(b"\xee" * n) for n in lengths]
+                    assert s.preadv(fd, ours, off) == os.preadv(hfd, host, off), (name, off)
+                    assert ours == host, (name, off, lengths)
+                # readv moves the file position, as read does
+                s.lseek(fd, 3, kernel.SEEK_SET)
+                os.lseek(hfd, 3, os.SEEK_SET)
+                ours, host = [bytearray(7000)], [bytearray(7000)]
+                assert s.readv(fd, ours) == os.readv(hfd, host)
+                assert ours == host and s.lseek(fd, 0, kernel.SEEK_CUR) == os.lseek(hfd, 0, os.SEEK_CUR)
+            finally:
+                os.close(hfd)
+                s.close(fd)
+        with pytest.raises(OSError) as e:
+            s.preadv(s.open(f"{root}/one"), [b"read-only"], 0)
+        assert e.value.errno == errno.EFAULT
