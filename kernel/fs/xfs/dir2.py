@@ -27,8 +27,13 @@ if TYPE_CHECKING:
     from .inode import XfsInode
 
 DT_DIR = 4
+_FTYPE_OF_DT: dict[int, int] = {}  # filled below from FTYPE_TO_DT
 FMT_SF, FMT_BLOCK, FMT_LEAF, FMT_NODE = range(4)
 _PREFETCH = 64
+
+
+for _ft, _dt in enumerate(od.FTYPE_TO_DT):
+    _FTYPE_OF_DT.setdefault(_dt, _ft)
 
 
 def dir_format(inode: XfsInode) -> int:
@@ -76,7 +81,7 @@ def _sf(inode: XfsInode) -> tuple[int, list[tuple[int, bytes, int, int]]]:
 def lookup(inode: XfsInode, name: bytes) -> tuple[int, int] | None:
     """(ino, ftype) of ``name`` in directory ``inode``, or None."""
     geo = inode.sb.geo
-    if inode.dir_fmt in (FMT_SF, FMT_BLOCK):
+    if inode.dir_fmt in (FMT_SF, FMT_BLOCK) or inode.dir_table is not None:
         table = _table(inode)
         hit = table.get(name)
         if hit is None and geo.asciici:
@@ -112,6 +117,23 @@ def iterate(inode: XfsInode, pos: int) -> Iterator[tuple[bytes, int, int, int]]:
         for off, name, ino, ft, size in block_entries(inode):
             if off >= start:
                 yield name, ino, _dtype(ft, ft_on), (off + size) >> 3
+        return
+    # leaf and node form: remember the names of a walk from the start, for lookups
+    seen = inode.dir_seen
+    names = None
+    if inode.dir_table is None:
+        if start == 0:
+            names = {}
+        elif seen is not None and start <= seen[1]:
+            names = seen[0]  # getdents goes on where the last call stopped
+    if names is not None:
+        for name, ino, dt, nxt in _iterate_data_blocks(inode, start):
+            names[name] = (ino, _FTYPE_OF_DT.get(dt, 0))
+            inode.dir_seen = (names, nxt << 3)
+            yield name, ino, dt, nxt
+        if inode.dir_seen is not None and inode.dir_seen[0] is names:
+            inode.dir_table = names  # walked to the end: every name is here
+            inode.dir_seen = None
         return
     yield from _iterate_data_blocks(inode, start)
 
