@@ -278,8 +278,17 @@ class Tree:
         return None
 
     def get(self, key: Key) -> memoryview | None:
-        for k, data in self.items(key):
-            return data if k == key else None
+        """The data of the item with exactly ``key`` (None if there is none)."""
+        fs = self.fs
+        node = fs.node(self.root, self.level, self.name)
+        while node.level > 0:
+            i = bisect.bisect_right(node.keys, key) - 1
+            if i < 0:
+                return None  # smaller than every key
+            node = fs.node(node.ptrs[i], node.level - 1, self.name)
+        i = bisect.bisect_left(node.keys, key)
+        if i < node.nritems and node.keys[i] == key:
+            return node.item(i)
         return None
 
     def first(self, start: Key, end: Key) -> tuple[Key, memoryview] | None:

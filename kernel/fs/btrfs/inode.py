@@ -68,7 +68,7 @@ def _entries(data: memoryview, where: str) -> Iterator[tuple[tuple[int, int, int
 
 
 class BtrfsInode(Inode):
-    __slots__ = ("subvol", "flags", "_extents")
+    __slots__ = ("subvol", "flags", "_extents", "_names", "_seen")
 
     sb: BtrfsSuper
 
@@ -76,6 +76,9 @@ class BtrfsInode(Inode):
         super().__init__(sb, ino)
         self.subvol = subvol
         self._extents: list[tuple[int, int, int, memoryview]] | None = None
+        # a directory read through by readdir keeps its names: lookups then need no search
+        self._names: dict[bytes, tuple[int, int, int]] | None = None
+        self._seen: tuple[dict[bytes, tuple[int, int, int]], int] | None = None
         self.flags = 0
         if item is None:  # a subvolume that is not there any more: an empty directory
             self.mode = S_IFDIR | 0o755
@@ -120,6 +123,12 @@ class BtrfsInode(Inode):
             raise kerr(errno.ENOTDIR)
         if self.ino == EMPTY_SUBVOL_DIR_OBJECTID and self.subvol.tree is None:
             return None
+        names = self._names
+        if names is not None:
+            loc = names.get(name)
+            if loc is None:
+                return None
+            return self.sb.inode_at(self.subvol, loc, f"btrfs directory {self.ino} entry {name!r}")
         key = (self.ino, DIR_ITEM_KEY, name_hash(name))
         data = self.tree.get(key)
         if data is None:
@@ -141,13 +150,25 @@ class BtrfsInode(Inode):
             return
         start = max(pos, 2)
         where = f"btrfs directory {self.ino}"
+        seen = None
+        if self._names is None:
+            if start == 2:
+                seen = {}
+            elif self._seen is not None and start <= self._seen[1]:
+                seen = self._seen[0]  # getdents goes on where the last call stopped
         for (_oid, _t, idx), data in self.tree.items((self.ino, DIR_INDEX_KEY, start),
                                                       (self.ino, DIR_INDEX_KEY + 1, 0)):
             for loc, ft, name, _v in _entries(data, where):
                 if len(name) > _MAX_NAME or b"/" in name or b"\0" in name:
                     raise corrupted(where, f"invalid name {name!r}")
                 ino = 256 if loc[1] == ROOT_ITEM_KEY else loc[0]
+                if seen is not None:
+                    seen[name] = loc
+                    self._seen = (seen, idx + 1)
                 yield name, ino, _FT_TO_DT[ft] if ft < 8 else DT_UNKNOWN, idx + 1
+        if seen is not None and (self._seen is None or self._seen[0] is seen):
+            self._names = seen  # read to the end: every name is here
+            self._seen = None
 
     def parent_ino(self) -> int:
         tree = self.subvol.tree
