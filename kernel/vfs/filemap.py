@@ -19,6 +19,7 @@ SMALL_READ = 32 * 1024  # runs up to this size go through the disk's readahead w
 
 
 _ZEROS = bytes(1 << 20)
+_SMALL_INTO = 64 * 1024  # read_mapped_into copies reads up to this size (one request, not two)
 
 
 def _fill(inode: Inode, bdev: BlockDevice, first: int, dest: memoryview, zeroed: bool) -> None:
@@ -81,7 +82,8 @@ def read_mapped_into(inode: Inode, bdev: BlockDevice, offset: int, dest: memoryv
     if size <= 0:
         return 0
     bs = inode.sb.blocksize
-    if offset % bs:
+    if offset % bs or size <= _SMALL_INTO:
+        # small or unaligned: one read of whole blocks, then a copy
         data = read_mapped(inode, bdev, offset, size)
         dest[:len(data)] = data
         return len(data)
