@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import mmap
+import os
+import stat
 from collections.abc import Callable
 from ctypes import c_char_p, c_int, c_int64, c_long, c_longlong, c_size_t, c_uint, c_void_p
 from typing import Any
@@ -49,6 +51,7 @@ SUFFIXES = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.xz", "xz"), (".txz", "
             (".tar.zst", "zstd"), (".tzst", "zstd"), (".tar.bz2", "bzip2"), (".tbz2", "bzip2"))
 
 
+BIG_BLOCK = 64 << 10
 ARCHIVE_FAILED = -25  # this entry failed; the archive goes on
 ARCHIVE_FATAL = -30
 
@@ -150,8 +153,10 @@ class _Writer:
             # writing to a pipe, where padding to 512 bytes is enough.
             elif isinstance(out, int):
                 _write_set_bytes_in_last_block(self._a, 1)
+                self._big_blocks(out)
                 self._check(_write_open_fd(self._a, out))
             else:
+                self._big_blocks(out)
                 self._check(_write_open_filename(self._a, out.encode()))
         except Exception as e:
             self._free()
@@ -190,6 +195,17 @@ class _Writer:
         self._callbacks = (_OPEN_CB(opened), _WRITE_CB(written), _OPEN_CB(opened))
         self._check(_write_set_bytes_per_block(self._a, 0))  # unblocked: bytes as they come
         self._check(_write_open(self._a, None, *self._callbacks))
+
+    def _big_blocks(self, out: str | int) -> None:
+        """Write in 64 KiB blocks rather than tar's 10 KiB records (six times fewer system
+        calls): the bytes are the same, as nothing but a device gets its last block padded.
+        Tapes and other devices keep the records tar readers expect."""
+        try:
+            mode = os.fstat(out).st_mode if isinstance(out, int) else os.stat(out).st_mode
+        except OSError:
+            mode = stat.S_IFREG  # a file still to be made
+        if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+            self._check(_write_set_bytes_per_block(self._a, BIG_BLOCK))
 
     def flush(self) -> None:
         """Memory mode: hand every byte written so far to ``spill``."""
