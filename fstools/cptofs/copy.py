@@ -32,6 +32,8 @@ from .endpoint import Endpoint, StatLike
 
 CHUNK = 1 << 20
 SELINUX = b"security.selinux"
+ACL_ACCESS = b"system.posix_acl_access"
+ACL_DEFAULT = b"system.posix_acl_default"
 # errors after which going on cannot help: the destination is full, read-only or broken
 ALWAYS_FATAL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE,
                           errno.ENOMEM})
@@ -216,6 +218,7 @@ class Copier:
         self.stats = Stats()
         self._links: dict[tuple[int, int], _Link] = {}
         self._dirs: set[tuple[int, int]] = set()
+        self._plain: dict[int, bool] = {}  # destination directory descriptor -> _plain_dir
         self._stack: list[_Frame] = []
         self._base = -1
         self._deferred: list[tuple[bytes, StatLike, list[tuple[bytes, bytes]]]] = []
@@ -442,6 +445,7 @@ class Copier:
             if fr.own_sfd:
                 self.src.close(fr.sfd)
             if fr.own_dfd:
+                self._plain.pop(fr.dfd, None)  # the number may be reused
                 self.dst.close(fr.dfd)
 
     # -- creating ------------------------------------------------------------------------------------
@@ -483,8 +487,12 @@ class Copier:
         src, dst = self.src, self.dst
         size = st.st_size
         fin = self._s(lambda: src.open_read(sfd, sname), spath)
+        # where a new file gets exactly the mode asked for, ask for its permissions (the
+        # special bits come after the owner, which clears them); elsewhere 0600 until done
+        plain = self._plain_dir(ddfd)
+        mode = stat.S_IMODE(st.st_mode) & 0o777 if plain else 0o600
         try:
-            fout = self._make(ddfd, dname, dpath, lambda: dst.create_at(ddfd, dname))
+            fout = self._make(ddfd, dname, dpath, lambda: dst.create_at(ddfd, dname, mode))
             done = False
             try:
                 end = 0
@@ -512,7 +520,7 @@ class Copier:
                 if end != size:
                     self._d(lambda: dst.ftruncate(fout, size), dpath)
                 done = True  # the data is whole: an attribute error leaves the copy
-                self._apply(fout, b"", dpath, st, xattrs)
+                self._apply(fout, b"", dpath, st, xattrs, fresh=plain)
             finally:
                 dst.close(fout)
                 if not done:
@@ -568,20 +576,39 @@ class Copier:
         gid = o.group if o.group is not None else o.gid_map(st.st_gid)
         return uid, gid
 
+    def _plain_dir(self, ddfd: int) -> bool:
+        """Whether a file made in destination directory ``ddfd`` gets exactly the mode asked
+        for and no attribute: the destination says so and the directory has no default ACL."""
+        plain = self._plain.get(ddfd)
+        if plain is None:
+            plain = self.dst.exact_create and ACL_DEFAULT not in self._d(
+                lambda: self.dst.listxattr_at(ddfd, b""), b"")
+            self._plain[ddfd] = plain
+        return plain
+
     def _apply(self, dfd: int, name: bytes, dpath: bytes, st: StatLike,
-               xattrs: list[tuple[bytes, bytes]]) -> None:
-        """Owner, xattrs and ACLs, mode, then times (each one clears nothing set before it)."""
+               xattrs: list[tuple[bytes, bytes]], fresh: bool = False) -> None:
+        """Owner, xattrs and ACLs, mode, then times (each one clears nothing set before it).
+
+        ``fresh``: a file just made, in a plain directory (``_plain_dir``), with the
+        permissions of ``st``: what it already has is left alone."""
         dst = self.dst
         ftype = stat.S_IFMT(st.st_mode)
         uid, gid = self._owner(st)
-        try:
-            dst.chown_at(dfd, name, uid, gid)
-        except PermissionError as e:
-            if dst.privileged or self._explicit_owner:
+        if fresh:
+            cur = self._d(lambda: dst.lstat_at(dfd, name), dpath)
+            chown = (cur.st_uid, cur.st_gid) != (uid, gid)
+        else:
+            chown = True
+        if chown:
+            try:
+                dst.chown_at(dfd, name, uid, gid)
+            except PermissionError as e:
+                if dst.privileged or self._explicit_owner:
+                    raise self._err(e, dpath, True) from None
+                # as cp -a does without root: the copies stay ours
+            except OSError as e:
                 raise self._err(e, dpath, True) from None
-            # as cp -a does without root: the copies stay ours
-        except OSError as e:
-            raise self._err(e, dpath, True) from None
         want = set()
         selinux = self.opts.selinux
         for xname, value in xattrs:
@@ -591,15 +618,17 @@ class Copier:
                 want.add(xname)
         if selinux is not None and self._setxattr(dfd, name, dpath, SELINUX, selinux):
             want.add(SELINUX)
-        for xname in self._d(lambda: dst.listxattr_at(dfd, name), dpath):
-            if xname not in want:
-                # inherited from a default ACL, or set by the destination's LSM
-                try:
-                    dst.removexattr_at(dfd, name, xname)
-                except OSError:
-                    pass
-        if ftype != stat.S_IFLNK:
-            self._d(lambda: dst.chmod_at(dfd, name, stat.S_IMODE(st.st_mode)), dpath)
+        if not fresh:
+            for xname in self._d(lambda: dst.listxattr_at(dfd, name), dpath):
+                if xname not in want:
+                    # inherited from a default ACL, or set by the destination's LSM
+                    try:
+                        dst.removexattr_at(dfd, name, xname)
+                    except OSError:
+                        pass
+        perm = stat.S_IMODE(st.st_mode)
+        if ftype != stat.S_IFLNK and (not fresh or perm & 0o7000 or ACL_ACCESS in want):
+            self._d(lambda: dst.chmod_at(dfd, name, perm), dpath)
         self._d(lambda: dst.utimens_at(dfd, name, st.st_atime_ns, st.st_mtime_ns), dpath)
 
     def _setxattr(self, dfd: int, name: bytes, dpath: bytes, xname: bytes, value: bytes) -> bool:

@@ -84,6 +84,9 @@ class Endpoint(Protocol):
 
     label: str          # "host" or "image", for messages
     privileged: bool    # may create device nodes and set any owner
+    # a file made by create_at gets exactly the mode asked for and no extended attribute
+    # but those a default ACL of its directory gives (no umask, no security module)
+    exact_create: bool
 
     # -- the user's paths (symlinks followed) --------------------------------------------------
     def open_dir(self, path: bytes) -> int: ...
@@ -104,7 +107,7 @@ class Endpoint(Protocol):
 
     # -- writing -------------------------------------------------------------------------------
     def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None: ...
-    def create_at(self, dfd: int, name: bytes) -> int: ...
+    def create_at(self, dfd: int, name: bytes, mode: int = 0o600) -> int: ...
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int: ...
     def ftruncate(self, fd: int, size: int) -> None: ...
     def symlink_at(self, target: bytes, dfd: int, name: bytes) -> None: ...
@@ -159,6 +162,7 @@ class HostEndpoint:
     """The host's filesystem through ``os``, relative to directory descriptors."""
 
     label = "host"
+    exact_create = False  # the umask applies, and security modules may label new files
 
     def __init__(self) -> None:
         self.privileged = os.geteuid() == 0
@@ -234,9 +238,9 @@ class HostEndpoint:
     def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
         os.mkdir(name, mode, dir_fd=dfd)
 
-    def create_at(self, dfd: int, name: bytes) -> int:
+    def create_at(self, dfd: int, name: bytes, mode: int = 0o600) -> int:
         return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       0o600, dir_fd=dfd)
+                       mode, dir_fd=dfd)
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         return os.pwrite(fd, data, offset)
@@ -309,6 +313,7 @@ class ImageEndpoint:
 
     label = "image"
     privileged = True  # the kernel's initial task is root
+    exact_create = True  # umask 0 (below), and the library kernel has no security module
 
     def __init__(self, sys: Syscalls, mount_root: str) -> None:
         self.sys = sys
@@ -388,8 +393,8 @@ class ImageEndpoint:
     def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
         self.sys.mkdirat(dfd, name, mode)
 
-    def create_at(self, dfd: int, name: bytes) -> int:
-        return self.sys.openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
+    def create_at(self, dfd: int, name: bytes, mode: int = 0o600) -> int:
+        return self.sys.openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode)
 
     def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
         return self.sys.pwrite64(fd, data, offset)
