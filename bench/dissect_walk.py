@@ -44,7 +44,10 @@ def main() -> None:
         while stack:
             node = stack.pop()
             for child in node.iterdir():
-                name = getattr(child, "filename", None) or getattr(child, "name", "")
+                if isinstance(child, tuple):  # dissect.btrfs yields (name, inode)
+                    name, child = child
+                else:
+                    name = getattr(child, "filename", None) or getattr(child, "name", "")
                 if name in (".", ".."):
                     continue
                 kind = _kind(child)
@@ -56,6 +59,8 @@ def main() -> None:
                         total += len(chunk)
                 elif kind == stat.S_IFLNK:
                     _ = child.link
+    if not total:
+        sys.exit("read no file data: the walk did not work")  # never time a walk that failed
     print(total)
 
 

@@ -5,7 +5,8 @@ N runs after a warm-up; mounts and unmounts are part of the host kernel's
 time because our tools mount and unmount too. Archives and copies are piped
 or written for real (GNU tar skips reading files when its archive is
 /dev/null, so its output goes through ``cat``). Our peak memory comes from
-the child's rusage.
+the child's rusage: the largest of our processes (fs2tar's workers, lklfuse
+run in the foreground and waited for).
 """
 
 from __future__ import annotations
@@ -254,10 +255,11 @@ class Lklfuse(Workload):
             if missing:
                 res.rows.append(Row(f"ours: lklfuse ({what})", note=missing))
             else:
-                s, m, note = timed(f"{FSTOOL['lklfuse']} {q} {mnt} -o ro && "
+                # in the foreground, waited for: its peak memory is in the rusage
+                s, m, note = timed(f"{FSTOOL['lklfuse']} {q} {mnt} -o ro -f & pid=$!; "
                                    f"for i in $(seq 100); do mountpoint -q {mnt} && break; "
                                    f"sleep 0.05; done && (cd {mnt} && {cmd}); "
-                                   f"fusermount3 -u {mnt}", repeat=repeat)
+                                   f"fusermount3 -u {mnt}; wait $pid", repeat=repeat)
                 res.rows.append(Row(f"ours: lklfuse ({what})", s, m, note))
             if fs == "ext4" and shutil.which("fuse2fs", path=ENV["PATH"]):
                 s, _m, note = timed(f"fuse2fs {q} {mnt} -o ro,fakeroot && (cd {mnt} && {cmd}); "

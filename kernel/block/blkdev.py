@@ -80,7 +80,7 @@ class ReadCache:
     """
 
     def __init__(self, limit: int = RA_WINDOWS) -> None:
-        self.windows: OrderedDict[int, bytes] = OrderedDict()
+        self.windows: OrderedDict[int, bytearray] = OrderedDict()  # never changed once read
         self.limit = limit
         self.hits = 0
         self.misses = 0
@@ -216,7 +216,7 @@ class BlockDevice:
             if data is None:
                 ra.misses += 1
                 start = idx * RA_WINDOW
-                data = bytes(self._read_disk(start, min(RA_WINDOW, disk_size - start)))
+                data = self._read_disk(start, min(RA_WINDOW, disk_size - start))
                 windows[idx] = data
                 if len(windows) > ra.limit:
                     windows.popitem(last=False)
