@@ -13,6 +13,8 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..uapi import MS_RDONLY
+
 if TYPE_CHECKING:
     from .inode import Inode, SuperBlock
 
@@ -134,8 +136,6 @@ class Mount:
 
     @property
     def readonly(self) -> bool:
-        from ..uapi import MS_RDONLY
-
         return bool(self.flags & MS_RDONLY) or self.sb.rdonly
 
 

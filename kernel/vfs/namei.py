@@ -110,6 +110,18 @@ class Walker:
     # -- whole walks --------------------------------------------------------------------
     def walk(self, start: Path, path: bytes, follow: bool) -> Path:
         """Resolve ``path`` from ``start``. The result may be negative (no inode)."""
+        if path and b"/" not in path:
+            # one component, what every *at() call on a name in a directory looks up
+            dinode = start.dentry.inode
+            if dinode is None:
+                raise self.err(errno.ENOENT)
+            if not dinode.is_dir:
+                raise self.err(errno.ENOTDIR)
+            nxt = self.step(start, path)
+            inode = nxt.dentry.inode
+            if follow and inode is not None and inode.is_lnk:
+                nxt = self.follow_link(start, inode)
+            return nxt
         if path.startswith(b"/"):
             start = self.root
         comps = [c for c in path.split(b"/") if c]
