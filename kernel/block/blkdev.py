@@ -225,7 +225,10 @@ class BlockDevice:
                 windows.move_to_end(idx)
             s = pos - idx * RA_WINDOW
             take = min(end - pos, len(data) - s)
-            buf[out:out + take] = data[s:s + take]
+            if take == n:  # the whole read in one window: one copy, no loop state
+                buf[:] = memoryview(data)[s:s + n]
+                return
+            buf[out:out + take] = memoryview(data)[s:s + take]
             out += take
             pos += take
 

@@ -66,19 +66,20 @@ class Ext4Inode(Inode):
 
     sb: Ext4Super
 
-    def __init__(self, sb: Ext4Super, ino: int, raw: bytes) -> None:
+    def __init__(self, sb: Ext4Super, ino: int, raw: bytes, seed: int | None = None) -> None:
+        """``seed``: the inode's checksum seed, when the caller has it already."""
         super().__init__(sb, ino)
         (mode, uid, size_lo, atime, ctime, mtime, _dtime, gid, links, blocks_lo, flags,
          _version, i_block, generation, acl_lo, size_hi, _faddr, blocks_hi, acl_hi, uid_hi,
          gid_hi, _csum_lo, _res) = INODE_BASE.unpack_from(raw, 0)
-        what = f"ext4 inode {ino}"
+        what = "ext4 inode %d"  # % ino, on the error paths only
         self.raw = raw
         self.mode = mode
         ftype = mode & S_IFMT
         if ftype not in _VALID_TYPES:
-            raise corrupted(what, f"invalid file type in mode {mode:#o}")
+            raise corrupted(what % ino, f"invalid file type in mode {mode:#o}")
         if links == 0:
-            raise corrupted(what, "deleted inode referenced (no links)")
+            raise corrupted(what % ino, "deleted inode referenced (no links)")
         self.nlink = links
         self.uid = uid | uid_hi << 16
         self.gid = gid | gid_hi << 16
@@ -91,7 +92,7 @@ class Ext4Inode(Inode):
             size |= size_hi << 32
         limit = sb.maxbytes if flags & EXT4_EXTENTS_FL else sb.maxbytes_indirect
         if size >= 1 << 63 or (ftype == S_IFREG and size > limit):
-            raise corrupted(what, f"bad i_size {size} (the largest file is {limit} bytes)")
+            raise corrupted(what % ino, f"bad i_size {size} (the largest file is {limit} bytes)")
         self.size = size
         blocks = blocks_lo
         if sb.huge_file:
@@ -104,7 +105,7 @@ class Ext4Inode(Inode):
         if len(raw) > EXT4_GOOD_OLD_INODE_SIZE:
             extra = INODE_EXTRA.unpack_from(raw, EXT4_GOOD_OLD_INODE_SIZE)[0]
             if EXT4_GOOD_OLD_INODE_SIZE + extra > len(raw) or extra & 3:
-                raise corrupted(what, f"bad i_extra_isize {extra}")
+                raise corrupted(what % ino, f"bad i_extra_isize {extra}")
             if extra:
                 buf = raw[EXT4_GOOD_OLD_INODE_SIZE:EXT4_GOOD_OLD_INODE_SIZE + 32]
                 ex = INODE_EXTRA.unpack(buf.ljust(32, b"\0"))
@@ -127,7 +128,9 @@ class Ext4Inode(Inode):
             else:  # new encoding (new_encode_dev)
                 w1 = int.from_bytes(i_block[4:8], "little")
                 self.rdev = makedev((w1 & 0xFFF00) >> 8, (w1 & 0xFF) | ((w1 >> 12) & 0xFFF00))
-        self.csum_seed = inode_seed(sb.csum_seed, ino, generation) if sb.metadata_csum else 0
+        if seed is None:
+            seed = inode_seed(sb.csum_seed, ino, generation) if sb.metadata_csum else 0
+        self.csum_seed = seed
         self._runs: list[tuple[int, int, int, bool]] | None = None
         self._starts: list[int] = []
         self.dir_cache: object | None = None

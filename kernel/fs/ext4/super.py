@@ -486,6 +486,10 @@ class Ext4Super(SuperBlock):
         EUCLEAN for an out-of-range number or an uninitialized group, EBADMSG
         for a checksum mismatch, EIO if unreadable.
         """
+        return self._read_inode(ino)[0]
+
+    def _read_inode(self, ino: int) -> tuple[bytes, int | None]:
+        """The raw inode and its checksum seed (None when not computed)."""
         if not 1 <= ino <= self.inodes_count:
             raise corrupted("ext4", f"inode number {ino} out of range")
         g, idx = divmod(ino - 1, self.inodes_per_group)
@@ -505,10 +509,12 @@ class Ext4Super(SuperBlock):
             stored = struct.unpack_from("<H", raw, 0x7C)[0]
             if has_hi:
                 stored |= struct.unpack_from("<H", raw, 0x82)[0] << 16
-            if stored != ck.inode_csum(ck.inode_seed(self.csum_seed, ino, gen), raw, has_hi):
+            seed = ck.inode_seed(self.csum_seed, ino, gen)
+            if stored != ck.inode_csum(seed, raw, has_hi):
                 raise corrupted(f"ext4 inode {ino} (block {blk})", "checksum mismatch",
                                 EFSBADCRC)
-        return raw
+            return raw, seed
+        return raw, None
 
     def _itable_block(self, table: int, tblk: int) -> Buffer:
         """Block ``tblk`` of the inode table starting at ``table``; a miss reads a run of
@@ -522,7 +528,8 @@ class Ext4Super(SuperBlock):
         return bc.bread(self.io, blk, bs)
 
     def _load_inode(self, ino: int) -> Ext4Inode:
-        return Ext4Inode(self, ino, self.read_inode_raw(ino))
+        raw, seed = self._read_inode(ino)
+        return Ext4Inode(self, ino, raw, seed)
 
     def get_inode(self, ino: int, referrer: str | None = None) -> Ext4Inode:
         """The in-memory inode ``ino``; ``referrer`` names a directory entry pointing at it
