@@ -262,8 +262,11 @@ class Lklfuse(Workload):
                                    f"fusermount3 -u {mnt}; wait $pid", repeat=repeat)
                 res.rows.append(Row(f"ours: lklfuse ({what})", s, m, note))
             if fs == "ext4" and shutil.which("fuse2fs", path=ENV["PATH"]):
-                s, _m, note = timed(f"fuse2fs {q} {mnt} -o ro,fakeroot && (cd {mnt} && {cmd}); "
-                                    f"fusermount3 -u {mnt}", repeat=repeat)
+                # like ours: in the foreground, its exit waited for
+                s, _m, note = timed(f"fuse2fs {q} {mnt} -o ro,fakeroot -f & pid=$!; "
+                                    f"for i in $(seq 100); do mountpoint -q {mnt} && break; "
+                                    f"sleep 0.05; done && (cd {mnt} && {cmd}); "
+                                    f"fusermount3 -u {mnt}; wait $pid", repeat=repeat)
                 res.rows.append(Row(f"fuse2fs ({what})", s, note=note))
             elif fs == "ext4":
                 res.rows.append(Row(f"fuse2fs ({what})", note="fuse2fs not installed"))
