@@ -59,8 +59,8 @@ unless --compress says otherwise.
               help="Also record creation times (LIBARCHIVE.creationtime; GNU tar warns about it).")
 @click.option("-v", "--verbose", is_flag=True, help="List each file as it is archived.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes reading the image (default: one per CPU, at most 4); "
-                   "the archive is the same whatever the number.")
+              help="Worker processes reading the image (default: one per CPU, at most 4, "
+                   "or one for a small filesystem); the archive is the same whatever the number.")
 @mb_option()
 @debug_option()
 @click.argument("image", type=click.Path(dir_okay=False))
@@ -74,6 +74,10 @@ def cli(fstype: str | None, part: int | None, selinux_file: str | None, subvol: 
                                       compress=compress, progress=progress,
                                       keep_going=keep_going, verbose=verbose, mb=mb,
                                       birthtime=birthtime, jobs=jobs), debug)
+
+
+SMALL_TREE = 2000  # inodes in use: below this, one process by default
+SMALL_TREE_BYTES = 8 << 20  # or, without inode counts, bytes in use
 
 
 def export(image: str, out: str, *, fstype: str | None = None, part: int | None = None,
@@ -109,7 +113,11 @@ def export(image: str, out: str, *, fstype: str | None = None, part: int | None 
                 except OSError as e:
                     raise ToolError(f"{selinux_file}: {e.strerror}") from None
             if jobs is None:
-                jobs = default_jobs()
+                # a small tree is exported sooner than workers start (btrfs counts no
+                # inodes: there the space in use tells)
+                small = (st.f_files - st.f_ffree < SMALL_TREE if st.f_files
+                         else used < SMALL_TREE_BYTES)
+                jobs = 1 if small else default_jobs()
             if jobs > 1:
                 stats = export_parallel(m.sys, m.root, target, out, fmt=fmt, compression=compression,
                                         jobs=jobs, keep_going=keep_going, verbose=verbose,
