@@ -22,6 +22,14 @@ _ZEROS = bytes(1 << 20)
 _SMALL_INTO = 64 * 1024  # read_mapped_into copies reads up to this size (one request, not two)
 
 
+def zero_fill(dest: memoryview, lo: int, hi: int) -> None:
+    """Zero ``dest[lo:hi]`` (holes in a caller's buffer, which may hold anything)."""
+    while lo < hi:
+        n = min(hi - lo, len(_ZEROS))
+        dest[lo:lo + n] = _ZEROS[:n]
+        lo += n
+
+
 def _fill(inode: Inode, bdev: BlockDevice, first: int, dest: memoryview, zeroed: bool) -> None:
     """Fill ``dest`` (whole blocks) with the file's blocks from ``first``; holes and unwritten
     extents become zeros (``zeroed``: ``dest`` holds zeros already)."""
@@ -43,10 +51,7 @@ def _fill(inode: Inode, bdev: BlockDevice, first: int, dest: memoryview, zeroed:
     if not zeroed:
         pos = 0
         for _dev, lo, hi in [*runs, [0, len(dest), len(dest)]]:
-            while pos < lo:  # a hole before this run
-                n = min(lo - pos, len(_ZEROS))
-                dest[pos:pos + n] = _ZEROS[:n]
-                pos += n
+            zero_fill(dest, pos, lo)  # a hole before this run
             pos = max(pos, hi)
     big = []
     for dev, lo, hi in runs:

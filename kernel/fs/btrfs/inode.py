@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ...errors import corrupted, kerr
 from ...lib.crc import crc32c_raw
 from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN, S_IFDIR, makedev
+from ...vfs.filemap import zero_fill
 from ...vfs.inode import Extent, Inode
 from .compress import decompress
 from .ondisk import (
@@ -230,6 +231,27 @@ class BtrfsInode(Inode):
             chunk = self._extent_bytes(off, typ, data, lo - off, hi - lo)
             out[lo - offset:lo - offset + len(chunk)] = chunk
         return bytes(out)
+
+    def read_into(self, offset: int, dest: memoryview) -> int:
+        size = min(len(dest), self.size - offset)
+        if size <= 0:
+            return 0
+        end = offset + size
+        pos = offset  # everything before pos is filled
+        for off, length, typ, data in self._file_extents():
+            if off >= end or off + length <= offset:
+                continue
+            lo, hi = max(off, offset), min(off + length, end)
+            zero_fill(dest, pos - offset, lo - offset)  # a hole before the extent
+            if typ == FILE_EXTENT_PREALLOC:
+                zero_fill(dest, lo - offset, hi - offset)
+            else:
+                chunk = self._extent_bytes(off, typ, data, lo - off, hi - lo)
+                dest[lo - offset:lo - offset + len(chunk)] = chunk
+                zero_fill(dest, lo - offset + len(chunk), hi - offset)
+            pos = max(pos, hi)
+        zero_fill(dest, pos - offset, size)
+        return size
 
     def _extent_bytes(self, off: int, typ: int, data: memoryview, skip: int, n: int) -> bytes:
         """``n`` bytes from ``skip`` into the extent at file offset ``off``."""
