@@ -308,13 +308,12 @@ class BtrfsSuper(SuperBlock):
             else (EXTENT_CSUM_OBJECTID, EXTENT_CSUM_KEY, start)
         for (_o, _t, at), data in self.csum_tree.items(begin, (EXTENT_CSUM_OBJECTID,
                                                                EXTENT_CSUM_KEY, stop)):
+            # one item holds the sums of a run of sectors: take only those in range
             count = len(data) // n
-            for i in range(count):
-                sec = at + i * ss
-                if sec >= stop:
-                    break
-                if sec >= start:
-                    out[sec] = bytes(data[i * n:(i + 1) * n])
+            lo = max(0, (start - at) // ss)
+            hi = min(count, (stop - at + ss - 1) // ss)
+            for i in range(lo, hi):
+                out[at + i * ss] = bytes(data[i * n:(i + 1) * n])
         return out
 
     # -- operations -----------------------------------------------------------------------------
