@@ -94,7 +94,8 @@ class BtrfsInode(Inode):
             raise corrupted(what, f"bad size {size} or mode {mode:o}")
         self.generation = gen
         self.size = size
-        self.blocks = nbytes // 512
+        bs = sb.blocksize  # btrfs_getattr: the bytes in use rounded up to whole sectors
+        self.blocks = (nbytes + bs - 1) // bs * bs >> 9
         self.nlink = nlink
         self.uid, self.gid, self.mode = uid, gid, mode
         if mode & 0o170000 in (0o020000, 0o060000):

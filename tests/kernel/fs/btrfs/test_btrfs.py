@@ -185,6 +185,53 @@ def test_flipped_data_byte_is_eio(tmp_path: Path) -> None:
         assert k.sys.lstat(f"{root}/small.txt").st_size == 12  # the rest still reads
 
 
+@pytest.mark.parametrize("name", ["basic", "features"])
+def test_stat_blocks_match_the_host(tmp_path: Path, name: str) -> None:
+    """st_blocks as Linux reports it: the bytes in use rounded up to whole sectors (inline
+    and compressed files included)."""
+    import os
+
+    from helpers import LoopMount
+
+    img = unpack_image(f"btrfs-{name}.img", tmp_path)
+    host = {}
+    with LoopMount(img, tmp_path / "m") as mnt:
+        for dirpath, dirnames, filenames in os.walk(mnt):
+            for n in filenames + dirnames:
+                p = os.path.join(dirpath, n)
+                host[os.path.relpath(p, mnt)] = os.lstat(p).st_blocks
+    assert len(host) > 10
+    with Kernel(mb=32) as k:
+        root = mount(k, img)
+        ours = {p: k.sys.lstat(f"{root}/{p}").st_blocks for p in host}
+    assert ours == host
+
+
+def test_data_checksums_are_checked_per_sector(tmp_path: Path) -> None:
+    """Only the sectors a read covers are checked, against their own sums (one checksum
+    item holds the sums of a long run of sectors)."""
+    img = unpack_image("btrfs-basic.img", tmp_path)
+    with Kernel(mb=32) as k:
+        root = mount(k, img)
+        sb = _sb(k, root)
+        ino = sb._load(sb.subvol(5), k.sys.lstat(f"{root}/big.bin").st_ino)
+        ext = ino._file_extents()[0]
+        disk = int.from_bytes(ext[3][21:29], "little")
+        assert ext[0] == 0 and ext[1] > 4 * 4096  # a regular extent of several sectors
+        phys = sb.fs.map(disk, 4096)[0]
+        fd = k.sys.open(f"{root}/big.bin", kernel.O_RDONLY)
+        good = k.sys.pread64(fd, 4 * 4096, 0)
+    _flip(img, phys + 2 * 4096 + 100)  # the third sector
+    with Kernel(mb=32) as k:
+        root = mount(k, img)
+        fd = k.sys.open(f"{root}/big.bin", kernel.O_RDONLY)
+        assert k.sys.pread64(fd, 2 * 4096, 0) == good[:2 * 4096]
+        assert k.sys.pread64(fd, 4096, 3 * 4096) == good[3 * 4096:]
+        with pytest.raises(OSError) as e:
+            k.sys.pread64(fd, 100, 2 * 4096 + 50)
+        assert e.value.errno == errno.EIO and "checksum" in str(e.value)
+
+
 def test_bad_superblocks_and_truncation(tmp_path: Path) -> None:
     img = unpack_image("btrfs-basic.img", tmp_path)
     good = img.read_bytes()
