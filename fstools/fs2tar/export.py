@@ -15,7 +15,8 @@ import logging
 import os
 import stat
 import struct
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -48,9 +49,27 @@ READ_CHUNK = 1 << 20
 SMALL_FILE = 4 << 20  # read whole before writing the header: errors never leave half an entry
 BLOCK = 32  # exporters sharing a walk take turns writing this many consecutive entries
 
+# the walk's items: (index, kind, path, parent path, name, d_type, d_ino, first name of the
+# inode or None, errors [(errno, message)] or None, stat or None); tuples, as they travel
+DIR, FILE, FAIL = 0, 1, 2
+Item = tuple[int, int, bytes, bytes, bytes, int, int, "bytes | None",
+             "list[tuple[int, str]] | None", "kernel.Stat | None"]
+
 
 def _by_name(d: Dirent) -> bytes:
     return d.d_name
+
+
+def _fail(index: int, path: bytes, parent: bytes, name: bytes, e: OSError) -> Item:
+    return (index, FAIL, path, parent, name, DT_UNKNOWN, 0, None,
+            [(e.errno or errno.EIO, e.strerror or os.strerror(e.errno or errno.EIO))], None)
+
+
+def _link(first: bytes | None, d_ino: int, st: kernel.Stat) -> bytes | None:
+    """The name to archive a hard link to: ``first``, an earlier name of this inode."""
+    if first is None or st.st_nlink < 2 or st.st_ino != d_ino or stat.S_ISDIR(st.st_mode):
+        return None
+    return first
 
 
 class SkipEntry(Exception):
@@ -73,58 +92,34 @@ def parse_acl(value: bytes) -> list[tuple[int, int, int]]:
     return [struct.unpack_from("<HHI", value, off) for off in range(4, len(value), 8)]
 
 
-class Exporter:
-    def __init__(self, sys: kernel.Syscalls, root: str, writer: TarWriter, *,
-                 keep_going: bool = False, verbose: bool = False,
-                 selinux_out: BinaryIO | None = None,
-                 progress: Callable[[int, int], None] | None = None,
-                 warn: Callable[[str], None] = log.warning, birthtime: bool = False,
-                 share: tuple[int, int] | None = None,
-                 block_done: Callable[[Stats], None] | None = None) -> None:
-        """``share=(k, n)``: this exporter is the k-th of n walking the same tree, and writes
-        every n-th block of BLOCK entries from its k-th on; ``block_done`` is called after
-        each block it wrote."""
+class TreeWalk:
+    """The walk of the tree at ``root``: every entry as an ``Item``."""
+
+    def __init__(self, sys: kernel.Syscalls, root: str) -> None:
         self.sys = sys
         self.root = root
-        self.w = writer
-        self.keep_going = keep_going
-        self.verbose = verbose
-        self.selinux_out = selinux_out
-        self.progress = progress
-        self.warn = warn
-        self.stats = Stats()
-        self._first: dict[tuple[int, int], bytes] = {}  # (st_dev, d_ino) -> first name
-        self.share = share
-        self.block_done = block_done
-        self.entries = 0  # entries numbered so far, in walk order
-        self._buf = bytearray(1 << 16)
-        self._block = -1
-        self._xattrs_ok = writer.format == "pax"
-        self.birthtime = birthtime
+        self.entries = 0  # entries in the walk, once it is over
 
-    # -- the walk ------------------------------------------------------------------------
-    def owns(self, index: int) -> bool:
-        """Whether the entry at ``index`` (in walk order) is this exporter's to write."""
-        share = self.share
-        return share is None or (index // BLOCK) % share[1] == share[0]
+    def items(self) -> Iterator[tuple[Item, int]]:
+        """The walk: every entry as an ``Item`` numbered in walk order (depth first, names
+        sorted), with a descriptor valid until the next one is asked for (DIR: the
+        directory; FILE and FAIL: the directory holding it).
 
-    def run(self) -> Stats:
-        """Walk the tree depth first, names sorted, and write every entry this exporter owns.
-
-        The walk itself (which directories are entered, in which order) depends only on
-        what every exporter of a share sees the same way: directory listings, their d_type,
-        and whether a subdirectory opens. So exporters sharing one walk number every entry
-        alike, and each writes its own blocks of entries.
+        Only what the walk itself needs is read here (listings, d_type, subdirectories
+        opened and their stat, for loops); everything about an entry that goes into the
+        archive is left to ``do_item``, so that other processes can do it.
         """
         sys = self.sys
         rootfd = sys.open(self.root, O_RDONLY | O_DIRECTORY)
+        stack: list[tuple[int, bytes, int, list[Dirent], int]] = []
         try:
             st = sys.fstat(rootfd)
             dirs = {(st.st_dev, st.st_ino)}  # a directory met twice: a loop in a damaged image
-            if self._next_index():
-                self._entry(rootfd, b"", b"./", st)
-            stack: list[tuple[int, bytes, int, list[Dirent], int]] = [
-                (rootfd, b"./", st.st_dev, self._names(rootfd, b"./", self.owns(0)), 0)]
+            first: dict[tuple[int, int], bytes] = {}  # (st_dev, d_ino) -> its first name
+            names, errors = self._names(rootfd)
+            index = 0
+            yield (0, DIR, b"./", b"", b"", DT_DIR, 0, None, errors, st), rootfd
+            stack[:] = [(rootfd, b"./", st.st_dev, names, 0)]
             while stack:
                 dfd, prefix, dev, names, i = stack[-1]
                 if i == len(names):
@@ -134,120 +129,66 @@ class Exporter:
                     continue
                 stack[-1] = (dfd, prefix, dev, names, i + 1)
                 d = names[i]
-                sub = self._visit(dfd, prefix, dev, d, dirs)
-                if sub is not None:
-                    subfd, subpath, subdev, own = sub
+                index += 1
+                name = d.d_name
+                path = prefix + name
+                dtype = d.d_type
+                est: kernel.Stat | None = None
+                if dtype == DT_UNKNOWN:  # not in the directory: ask the inode
                     try:
-                        stack.append((subfd, subpath, subdev, self._names(subfd, subpath, own), 0))
+                        est = sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
+                    except OSError as e:
+                        yield _fail(index, path, prefix, name, e), dfd
+                        continue
+                    dtype = DT_DIR if stat.S_ISDIR(est.st_mode) else \
+                        DT_REG if stat.S_ISREG(est.st_mode) else DT_UNKNOWN
+                if dtype == DT_DIR:
+                    try:
+                        sub = sys.openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+                    except OSError as e:
+                        if e.errno in (errno.ENOTDIR, errno.ELOOP):  # not one (damaged image)
+                            yield (index, FILE, path, prefix, name, DT_UNKNOWN, d.d_ino, None,
+                                   None, None), dfd
+                        else:
+                            yield _fail(index, path, prefix, name, e), dfd
+                        continue
+                    try:
+                        est = sys.fstat(sub)
+                        key = (est.st_dev, est.st_ino)
+                        loop = key in dirs
+                        if not loop:
+                            dirs.add(key)
+                            subnames, errors = self._names(sub)
                     except BaseException:
-                        sys.close(subfd)
+                        sys.close(sub)
                         raise
-            self._end_block()
+                    if loop:
+                        sys.close(sub)
+                        yield _fail(index, path, prefix, name, OSError(
+                            errno.ELOOP, "directory loop: this directory is already in the "
+                            "archive (damaged image)")), dfd
+                        continue
+                    subpath = path + b"/"
+                    stack.append((sub, subpath, est.st_dev, subnames, 0))  # closed by the walk
+                    yield (index, DIR, subpath, prefix, name, DT_DIR, d.d_ino, None, errors,
+                           est), sub
+                    continue
+                # not a directory: the first name of each inode carries a hard link's data
+                was = first.setdefault((dev, d.d_ino), path)
+                yield (index, FILE, path, prefix, name, dtype, d.d_ino,
+                       was if was != path else None, None, est), dfd
+            self.entries = index + 1
         finally:
+            for dfd, *_rest in stack:
+                if dfd != rootfd:
+                    sys.close(dfd)
             sys.close(rootfd)
-        return self.stats
 
-    def _next_index(self) -> bool:
-        """Number the next entry; True when it is ours to write."""
-        i = self.entries
-        self.entries = i + 1
-        block = i // BLOCK
-        if block != self._block:
-            self._end_block()
-            self._block = block
-        return self.owns(i)
-
-    def _end_block(self) -> None:
-        if self._block >= 0 and self.block_done is not None and self.owns(self._block * BLOCK):
-            self.block_done(self.stats)
-        self._block = -1
-
-    def _visit(self, dfd: int, prefix: bytes, dev: int, d: Dirent, dirs: set[tuple[int, int]]
-               ) -> tuple[int, bytes, int, bool] | None:
-        """Number and (when ours) write the entry ``d`` of directory ``dfd``; for a directory,
-        return its open descriptor, path, st_dev and ownership to walk into."""
-        sys = self.sys
-        own = self._next_index()
-        name = d.d_name
-        path = prefix + name
-        dtype = d.d_type
-        st = None
-        if dtype == DT_UNKNOWN:  # the type is not in the directory: every walker asks the inode
-            try:
-                st = sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
-            except OSError as e:
-                if own:
-                    self._failed(path, e)
-                return None
-            dtype = DT_DIR if stat.S_ISDIR(st.st_mode) else DT_REG if stat.S_ISREG(st.st_mode) \
-                else DT_UNKNOWN
-        if dtype == DT_DIR:
-            try:
-                sub = sys.openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-            except OSError as e:
-                if own:
-                    if e.errno in (errno.ENOTDIR, errno.ELOOP):
-                        self._other(dfd, name, path, None)  # not a directory (damaged image)
-                    else:
-                        self._failed(path, e)
-                return None
-            try:
-                st = sys.fstat(sub)
-                key = (st.st_dev, st.st_ino)
-                if key in dirs:
-                    if own:
-                        self._failed(path, OSError(errno.ELOOP, "directory loop: this directory "
-                                                   "is already in the archive (damaged image)"))
-                    sys.close(sub)
-                    return None
-                dirs.add(key)
-                if own:
-                    self._entry(sub, b"", path + b"/", st)
-            except BaseException:
-                sys.close(sub)
-                raise
-            return sub, path + b"/", st.st_dev, own
-        # not a directory: remember the first name of each inode, for hard links
-        self._first.setdefault((dev, d.d_ino), path)
-        if not own:
-            return None
-        if st is None and dtype == DT_REG:
-            # open it first: its stat, attributes and data then come from the descriptor
-            try:
-                fd = sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
-            except OSError as e:
-                if e.errno not in (errno.ELOOP, errno.ENXIO):  # a symlink, fifo or device
-                    self._failed(path, e)
-                    return None
-            else:
-                try:
-                    st = sys.fstat(fd)
-                    if stat.S_ISREG(st.st_mode):
-                        self._entry(dfd, name, path, st, fd)
-                        return None
-                finally:
-                    sys.close(fd)
-        self._other(dfd, name, path, st)
-        return None
-
-    def _other(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat | None) -> None:
-        """Write a non-directory entry whatever its type, from its stat."""
-        if st is None:
-            try:
-                st = self.sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
-            except OSError as e:
-                self._failed(path, e)
-                return
-        if stat.S_ISDIR(st.st_mode):
-            # not walked into: the other exporters of the walk took it for a file
-            self._failed(path, OSError(errno.EUCLEAN, "directory entry of a file type leads to a "
-                                       "directory; left out (damaged image)"))
-            return
-        self._entry(dfd, name, path, st)
-
-    def _names(self, dfd: int, path: bytes, own: bool) -> list[Dirent]:
-        """The entries of directory ``dfd``, sorted by name; errors reported when ``own``."""
+    def _names(self, dfd: int) -> tuple[list[Dirent], list[tuple[int, str]]]:
+        """The entries of directory ``dfd`` sorted by name, and the errors met reading it
+        (errno, message), to report after the directory's own entry."""
         entries: list[Dirent] = []
+        errors: list[tuple[int, str]] = []
         while True:
             try:
                 batch = self.sys.getdents64(dfd, 1 << 16)
@@ -255,17 +196,161 @@ class Exporter:
                 bad = getattr(e, "dirent_name", None)
                 if bad is not None:
                     # one damaged entry (a name with '/' or NUL): report it, read on
-                    if own:
-                        self._failed(path, OSError(e.errno, f"invalid name {bad!r} left out"))
+                    errors.append((e.errno or errno.EIO, f"invalid name {bad!r} left out"))
                     continue
-                if own:
-                    self._failed(path, e)
+                errors.append((e.errno or errno.EIO, e.strerror or os.strerror(e.errno or 5)))
                 break
             if not batch:
                 break
             entries.extend(d for d in batch if d.d_name not in (b".", b".."))
         entries.sort(key=_by_name)
-        return entries
+        return entries, errors
+
+
+class Exporter:
+    def __init__(self, sys: kernel.Syscalls, root: str, writer: TarWriter, *,
+                 keep_going: bool = False, verbose: bool = False,
+                 selinux_out: BinaryIO | None = None,
+                 progress: Callable[[int, int], None] | None = None,
+                 warn: Callable[[str], None] = log.warning, birthtime: bool = False,
+                 block_done: Callable[[Stats], None] | None = None) -> None:
+        """``block_done`` is called after each block of BLOCK entries it wrote (entries
+        numbered in walk order; a process writing every n-th block of another's walk)."""
+        self.sys = sys
+        self.root = root
+        self.w = writer
+        self.keep_going = keep_going
+        self.verbose = verbose
+        self.selinux_out = selinux_out
+        self.progress = progress
+        self.warn = warn
+        self.stats = Stats()
+        self.block_done = block_done
+        self.entries = 0  # entries in the walk, once it is over
+        self._dirfds: OrderedDict[bytes, int] = OrderedDict()
+        self._rootfd = -1
+        self._buf = bytearray(1 << 16)
+        self._block = -1
+        self._xattrs_ok = writer.format == "pax"
+        self.birthtime = birthtime
+
+    # -- the walk ------------------------------------------------------------------------
+    def run(self) -> Stats:
+        """Walk the tree and write every entry (one process)."""
+        walk = TreeWalk(self.sys, self.root)
+        for item, fd in walk.items():
+            self.do_item(item, fd)
+        self.finish()
+        self.entries = walk.entries
+        return self.stats
+
+    def do_item(self, item: Item, fd: int | None = None) -> None:
+        """Write one entry of the walk. ``fd`` is the descriptor ``items`` gave with it;
+        without one (another process walked), the directory is opened here by its name."""
+        index, kind, path, parent, name, dtype, d_ino, first, errors, st = item
+        block = index // BLOCK
+        if block != self._block:
+            self._end_block()
+            self._block = block
+        if kind == FAIL:
+            assert errors
+            self._failed(path, OSError(*errors[0]))
+            return
+        if kind == DIR:
+            try:
+                dfd = fd if fd is not None else self._dir(path)
+                if st is None or fd is None:
+                    st = self.sys.fstat(dfd)
+            except OSError as e:
+                self._failed(path, e)
+                return
+            self._entry(dfd, b"", path, st)
+            for err in errors or ():
+                self._failed(path, OSError(*err))
+            return
+        try:
+            dfd = fd if fd is not None else self._dir(parent)
+        except OSError as e:
+            self._failed(path, e)
+            return
+        self._file(dfd, name, path, dtype, d_ino, first, st)
+
+    def finish(self) -> None:
+        """After the last item: the last block is done."""
+        self._end_block()
+
+    def _end_block(self) -> None:
+        if self._block >= 0 and self.block_done is not None:
+            self.block_done(self.stats)
+        self._block = -1
+
+    def _dir(self, path: bytes) -> int:
+        """A descriptor of the directory named ``path`` in the archive (kept for a while:
+        the entries of one directory come together)."""
+        fds = self._dirfds
+        fd = fds.get(path)
+        if fd is not None:
+            fds.move_to_end(path)
+            return fd
+        if self._rootfd < 0:
+            self._rootfd = self.sys.open(self.root, O_RDONLY | O_DIRECTORY)
+        rel = path[2:].rstrip(b"/") or b"."
+        fd = self.sys.openat(self._rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        # read it through once, as the walk did: the drivers then find its names without
+        # a hashed search each (ext4, xfs and btrfs keep what a full readdir met)
+        try:
+            while self.sys.getdents64(fd, 1 << 16):
+                pass
+        except OSError:
+            pass  # the walk reported it; lookups still work
+        fds[path] = fd
+        if len(fds) > 16:
+            _old, old_fd = fds.popitem(last=False)
+            self.sys.close(old_fd)
+        return fd
+
+    def close(self) -> None:
+        """Let go of the descriptors ``do_item`` opened."""
+        for fd in self._dirfds.values():
+            self.sys.close(fd)
+        self._dirfds.clear()
+        if self._rootfd >= 0:
+            self.sys.close(self._rootfd)
+            self._rootfd = -1
+
+    def _file(self, dfd: int, name: bytes, path: bytes, dtype: int, d_ino: int,
+              first: bytes | None, st: kernel.Stat | None) -> None:
+        """Write a non-directory entry of directory ``dfd``; ``first``: an earlier name of
+        the inode ``d_ino`` in the walk."""
+        sys = self.sys
+        if st is None and dtype == DT_REG:
+            # open it first: its stat, attributes and data then come from the descriptor
+            try:
+                fd = sys.openat(dfd, name, O_RDONLY | O_NOFOLLOW)
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENXIO):  # a symlink, fifo or device
+                    self._failed(path, e)
+                    return
+            else:
+                try:
+                    st = sys.fstat(fd)
+                    if stat.S_ISREG(st.st_mode):
+                        self._entry(dfd, name, path, st, fd, _link(first, d_ino, st))
+                        return
+                finally:
+                    sys.close(fd)
+        if st is None:
+            try:
+                st = sys.fstatat(dfd, name, AT_SYMLINK_NOFOLLOW)
+            except OSError as e:
+                self._failed(path, e)
+                return
+        if stat.S_ISDIR(st.st_mode):
+            # not walked into: the directory entry called it a file
+            self._failed(path, OSError(errno.EUCLEAN, "directory entry of a file type leads to a "
+                                       "directory; left out (damaged image)"))
+            return
+        self._entry(dfd, name, path, st, -1, _link(first, d_ino, st))
 
     def _failed(self, path: bytes, e: OSError) -> None:
         where = os.fsdecode(path)
@@ -275,10 +360,12 @@ class Exporter:
         self.stats.skipped.append(where)
 
     # -- one entry -------------------------------------------------------------------------
-    def _entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat, fd: int = -1) -> None:
-        """Write one entry; ``fd``, when given, is the regular file already open."""
+    def _entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat, fd: int = -1,
+               first: bytes | None = None) -> None:
+        """Write one entry; ``fd``, when given, is the regular file already open; ``first``
+        makes it a hard link to that name."""
         try:
-            self._write_entry(dfd, name, path, st, fd)
+            self._write_entry(dfd, name, path, st, fd, first)
         except SkipEntry:
             pass
         except OSError as e:
@@ -294,7 +381,7 @@ class Exporter:
         return read_xattrs(self.sys, dfd, name)
 
     def _write_entry(self, dfd: int, name: bytes, path: bytes, st: kernel.Stat,
-                     fd: int) -> None:
+                     fd: int, first: bytes | None) -> None:
         sys, w = self.sys, self.w
         mode = st.st_mode
         ftype = stat.S_IFMT(mode)
@@ -303,12 +390,6 @@ class Exporter:
             self.warn(f"{os.fsdecode(path)}: socket left out (tar cannot store sockets)")
             return
         xattrs = self._xattrs(fd, b"") if fd >= 0 else self._xattrs(dfd, name)
-        first = None
-        if ftype != stat.S_IFDIR and st.st_nlink > 1:
-            # a hard link: the inode's first name in the walk carries the data
-            first = self._first.get((st.st_dev, st.st_ino), path)
-            if first == path:
-                first = None
         size = st.st_size if ftype == stat.S_IFREG and first is None else 0
         data: memoryview | None = None
         opened = False

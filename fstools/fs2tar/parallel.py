@@ -1,21 +1,20 @@
-"""fs2tar on several CPUs: forked exporters share one walk, the parent joins their pieces.
+"""fs2tar on several CPUs: one process walks, workers write, the parent joins their pieces.
 
-After the image is mounted (read-only), ``export_parallel`` forks N workers;
-each inherits the mounted kernel (a kernel survives fork: see ``kernel``) and
-walks the whole tree in the same order. The walk numbers every entry alike in
-every worker, and worker k writes the entries of blocks k, k+N, k+2N, ...
-(``Exporter.share``): their tar bytes, made by libarchive in memory, go down a
-pipe in frames, with the warnings, SELinux lines and progress of each block.
-The parent takes block 0 from worker 0, block 1 from worker 1, and so on,
-and writes the bytes through libarchive's compression and blocking
-(``RawWriter``), so the archive is byte for byte the one a single exporter
-writes. Directory listings are read by every worker (that is what keeps their
-numbering alike); stat, attributes and file data, the bulk of the work, are
-read once, by the entry's owner.
+After the image is mounted (read-only), ``export_parallel`` forks a walker and
+N workers; each inherits the mounted kernel (a kernel survives fork: see
+``kernel``). The walker lists every directory and numbers every entry
+(``TreeWalk.items``): block b of BLOCK consecutive entries goes to worker
+b mod N, down a pipe. A worker writes the entries it is given
+(``Exporter.do_item``): stat, attributes and data, the bulk of the work, turned
+into tar bytes by libarchive in memory, sent up its pipe in frames with the
+warnings, SELinux lines and progress of each block. The parent takes block 0
+from worker 0, block 1 from worker 1, and so on, and writes the bytes through
+libarchive's compression and blocking (``RawWriter``), so the archive is byte
+for byte the one a single process writes.
 
-A worker's failure arrives in its place in the stream, so the parent reports
-what a single exporter would have reported, having written what it would
-have written before it.
+A failure arrives in its place in the stream, so the parent reports what a
+single exporter would have reported, having written what it would have
+written before it.
 """
 
 from __future__ import annotations
@@ -34,10 +33,12 @@ import kernel
 
 from ..common.cli import ToolError
 from .archive import ArchiveWriteError, RawWriter, TarWriter
-from .export import Exporter, Stats
+from .export import BLOCK as ENTRIES_PER_BLOCK
+from .export import Exporter, Item, Stats, TreeWalk
 
 _FRAME = struct.Struct("<BI")
-DATA, WARN, SELINUX, BLOCK, DONE, FATAL, BUG = range(7)
+DATA, WARN, SELINUX, BLOCK_DONE, DONE, FATAL, BUG, WALKER_GONE = range(8)
+_END = "end of the walk"
 _PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 
@@ -91,9 +92,57 @@ def _stats_tuple(st: Stats) -> tuple[int, int, list[str], int, int]:
     return st.files, st.bytes, st.skipped, st.dropped_xattrs, st.sockets
 
 
-def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], me: int,
-            jobs: int, fd: int) -> NoReturn:
-    """Export this worker's share of the walk into ``fd``; never returns."""
+def _read_msg(f: Any) -> Any:
+    """One pickled message from a pipe (None at its end)."""
+    head = f.read(4)
+    if len(head) < 4:
+        return None
+    (n,) = struct.unpack("<I", head)
+    return pickle.loads(f.read(n))
+
+
+def _send_msg(fd: int, value: Any) -> None:
+    data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    _write_all(fd, struct.pack("<I", len(data)) + data)
+
+
+def _walker(sys: kernel.Syscalls, root: str, job_fds: list[int], fd: int) -> NoReturn:
+    """Walk the tree; block b's items go down ``job_fds[b % N]``; never returns."""
+    code = 0
+    frames = _Frames(fd)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+        walk = TreeWalk(sys, root)
+        n = len(job_fds)
+        block = 0
+        batch: list[Item] = []
+        try:
+            for item, _fd in walk.items():
+                b = item[0] // ENTRIES_PER_BLOCK
+                if b != block:
+                    _send_msg(job_fds[block % n], batch)
+                    block, batch = b, []
+                batch.append(item)
+            if batch:
+                _send_msg(job_fds[block % n], batch)
+        except OSError as e:
+            frames.obj(FATAL, ("os", e.errno, e.strerror, e.filename))
+        else:
+            for jfd in job_fds:
+                _send_msg(jfd, _END)
+            frames.obj(DONE, (walk.entries, _stats_tuple(Stats())))
+    except BrokenPipeError:
+        code = 1  # a worker or the parent is gone
+    except BaseException:  # noqa: BLE001 - a bug: the parent reports it
+        code = 1
+        with contextlib.suppress(OSError):
+            frames.obj(BUG, traceback.format_exc())
+    os._exit(code)
+
+
+def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], job_fd: int,
+            fd: int) -> NoReturn:
+    """Write the items the walker sends down ``job_fd`` into ``fd``; never returns."""
     code = 0
     frames = _Frames(fd)
     try:
@@ -102,22 +151,32 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
 
         def block_done(stats: Stats) -> None:
             writer.flush()
-            frames.obj(BLOCK, (stats.files, stats.bytes))
+            frames.obj(BLOCK_DONE, (stats.files, stats.bytes))
 
         exporter = Exporter(sys, root, writer, warn=lambda msg: frames.obj(WARN, msg),
                             selinux_out=(_SelinuxLines(frames)  # type: ignore[arg-type]
                                          if options.pop("selinux") else None),
-                            share=(me, jobs), block_done=block_done, **options)
+                            block_done=block_done, **options)
+        jobs = os.fdopen(job_fd, "rb", buffering=_PIPE_SIZE)
         try:
-            stats = exporter.run()
+            while True:
+                batch = _read_msg(jobs)
+                if batch is None:  # the walker is gone: the parent hears why from it
+                    writer.flush()
+                    frames.obj(WALKER_GONE, None)
+                    break
+                if batch == _END:
+                    exporter.finish()
+                    frames.obj(DONE, (0, _stats_tuple(exporter.stats)))
+                    break
+                for item in batch:
+                    exporter.do_item(item)
         except OSError as e:
             writer.flush()
             frames.obj(FATAL, ("os", e.errno, e.strerror, e.filename))
         except ArchiveWriteError as e:
             writer.flush()
             frames.obj(FATAL, ("archive", str(e), e.fatal))
-        else:
-            frames.obj(DONE, (exporter.entries, _stats_tuple(stats)))
         writer.abort()
     except BrokenPipeError:
         code = 1  # the parent is gone
@@ -131,8 +190,9 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
 class _Stream:
     """The parent's side of one worker's pipe."""
 
-    def __init__(self, index: int, pid: int, fd: int) -> None:
+    def __init__(self, index: int, pid: int, fd: int, workers: int) -> None:
         self.index = index
+        self.name = f"worker {index}" if index < workers else "the walker"
         self.pid = pid
         self.file = os.fdopen(fd, "rb", buffering=_PIPE_SIZE)
         self.files = 0
@@ -142,15 +202,15 @@ class _Stream:
     def frame(self) -> tuple[int, bytes]:
         head = self.file.read(_FRAME.size)
         if len(head) < _FRAME.size:
-            raise ToolError(f"worker {self.index} of the export ended unexpectedly"
+            raise ToolError(f"{self.name} of the export ended unexpectedly"
                             f"{_exit_status(self.pid)}")
         kind, n = _FRAME.unpack(head)
         payload = self.file.read(n) if n else b""
         if len(payload) < n:
-            raise ToolError(f"worker {self.index} of the export ended unexpectedly"
+            raise ToolError(f"{self.name} of the export ended unexpectedly"
                             f"{_exit_status(self.pid)}")
         if kind == BUG:
-            raise RuntimeError(f"worker {self.index} of the export failed:\n"
+            raise RuntimeError(f"{self.name} of the export failed:\n"
                                + payload.decode(errors="replace"))
         return kind, payload
 
@@ -167,36 +227,51 @@ def _exit_status(pid: int) -> str:
     return ""
 
 
+def _pipe() -> tuple[int, int]:
+    r, w = os.pipe()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(w, F_SETPIPE_SZ, _PIPE_SIZE)
+    return r, w
+
+
 def export_parallel(sys: kernel.Syscalls, root: str, out: str | int, label: str, *, fmt: str,
                     compression: str | None, jobs: int, keep_going: bool, verbose: bool,
                     selinux_out: BinaryIO | None, birthtime: bool,
                     warn: Callable[[str], None],
                     progress: Callable[[int, int], None] | None) -> Stats:
-    """Export ``root`` to ``out`` with ``jobs`` worker processes; the result and its errors
-    are those of one ``Exporter`` writing to a ``TarWriter`` on ``out``."""
+    """Export ``root`` to ``out`` with a walker and ``jobs`` worker processes; the result
+    and its errors are those of one ``Exporter`` writing to a ``TarWriter`` on ``out``."""
     options = {"keep_going": keep_going, "verbose": verbose, "birthtime": birthtime,
                "selinux": selinux_out is not None}
     try:
         writer = RawWriter(out, compression)
     except ArchiveWriteError as e:
         raise ToolError(f"{label}: {e}") from None
+    job_pipes = [_pipe() for _ in range(jobs)]  # walker -> worker k
+    out_pipes = [_pipe() for _ in range(jobs + 1)]  # worker k -> parent; the last: walker
     streams: list[_Stream] = []
     ok = False
     try:
-        for me in range(jobs):
-            r, w = os.pipe()
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(w, F_SETPIPE_SZ, _PIPE_SIZE)
+        for me in range(jobs + 1):
             pid = os.fork()
-            if pid == 0:  # the worker
-                os.close(r)
-                for s in streams:
-                    with contextlib.suppress(OSError):
-                        s.file.close()
-                _worker(sys, root, fmt, dict(options), me, jobs, w)
-            os.close(w)
-            streams.append(_Stream(me, pid, r))
-        stats = _join(streams, writer, warn, selinux_out, progress)
+            if pid == 0:
+                # keep only this process's ends of the pipes
+                keep = {out_pipes[me][1]}
+                if me < jobs:
+                    keep.add(job_pipes[me][0])
+                else:
+                    keep.update(w for _r, w in job_pipes)
+                for fd in [fd for pair in job_pipes + out_pipes for fd in pair]:
+                    if fd not in keep:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+                if me < jobs:
+                    _worker(sys, root, fmt, dict(options), job_pipes[me][0], out_pipes[me][1])
+                _walker(sys, root, [w for _r, w in job_pipes], out_pipes[me][1])
+            streams.append(_Stream(me, pid, out_pipes[me][0], jobs))
+        for fd in [fd for pair in job_pipes for fd in pair] + [w for _r, w in out_pipes]:
+            os.close(fd)
+        stats = _join(streams[:jobs], streams[jobs], writer, warn, selinux_out, progress)
         writer.write(bytes(1024))  # the end of the archive: two zero blocks
         writer.close()
         ok = True
@@ -216,8 +291,24 @@ def export_parallel(sys: kernel.Syscalls, root: str, out: str | int, label: str,
                 os.waitpid(s.pid, 0)
 
 
-def _join(streams: list[_Stream], writer: RawWriter, warn: Callable[[str], None],
-          selinux_out: BinaryIO | None, progress: Callable[[int, int], None] | None) -> Stats:
+def _raise_fatal(payload: bytes) -> NoReturn:
+    what = pickle.loads(payload)
+    if what[0] == "os":
+        raise OSError(what[1], what[2], what[3])
+    raise ArchiveWriteError(what[1], what[2])
+
+
+def _walker_failure(walker: _Stream) -> NoReturn:
+    """The walker stopped early: raise what it said (its failure, or its death)."""
+    kind, payload = walker.frame()  # a bug raises here, a death too
+    if kind == FATAL:
+        _raise_fatal(payload)
+    raise RuntimeError(f"the walker stopped with frame kind {kind}")
+
+
+def _join(streams: list[_Stream], walker: _Stream, writer: RawWriter,
+          warn: Callable[[str], None], selinux_out: BinaryIO | None,
+          progress: Callable[[int, int], None] | None) -> Stats:
     """Copy the workers' blocks in turn to ``writer`` until the walk's end."""
     jobs = len(streams)
     block = 0
@@ -231,16 +322,15 @@ def _join(streams: list[_Stream], writer: RawWriter, warn: Callable[[str], None]
         elif kind == SELINUX:
             if selinux_out is not None:
                 selinux_out.write(payload)
-        elif kind == BLOCK:
+        elif kind == BLOCK_DONE:
             s.files, s.bytes = pickle.loads(payload)
             if progress is not None:
                 progress(sum(x.files for x in streams), sum(x.bytes for x in streams))
             block += 1
         elif kind == FATAL:
-            what = pickle.loads(payload)
-            if what[0] == "os":
-                raise OSError(what[1], what[2], what[3])
-            raise ArchiveWriteError(what[1], what[2])
+            _raise_fatal(payload)
+        elif kind == WALKER_GONE:
+            _walker_failure(walker)
         elif kind == DONE:
             s.done = pickle.loads(payload)
             break
@@ -250,12 +340,19 @@ def _join(streams: list[_Stream], writer: RawWriter, warn: Callable[[str], None]
     for other in streams:
         if other.done is None:
             kind, payload = other.frame()
+            if kind == WALKER_GONE:
+                _walker_failure(walker)
             if kind != DONE:
                 raise RuntimeError(f"worker {other.index} went on after the end of the walk")
             other.done = pickle.loads(payload)
-    totals = {x.done[0] for x in streams if x.done is not None}
-    if len(totals) != 1:
-        raise RuntimeError(f"the workers counted different walks: {sorted(totals)} entries")
+    kind, payload = walker.frame()
+    if kind == FATAL:
+        _raise_fatal(payload)
+    if kind != DONE:
+        raise RuntimeError(f"the walker sent frame kind {kind} at its end")
+    entries = pickle.loads(payload)[0]
+    if not (block - 1) * ENTRIES_PER_BLOCK < entries <= block * ENTRIES_PER_BLOCK:
+        raise RuntimeError(f"{block} blocks joined for a walk of {entries} entries")
     stats = Stats()
     for x in streams:
         assert x.done is not None

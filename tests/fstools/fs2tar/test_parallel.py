@@ -120,7 +120,9 @@ def _workers(pid: int) -> list[int]:
         return []
 
 
-def test_a_dead_worker_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("victim", ["worker", "walker"])
+def test_a_dead_helper_is_one_line(tmp_path: Path, victim: str) -> None:
+    """A worker or the walker killed mid-export: one line saying which, no archive left."""
     src = tmp_path / "src"
     for d in range(40):
         (src / f"d{d:02d}").mkdir(parents=True)
@@ -133,14 +135,15 @@ def test_a_dead_worker_is_one_line(tmp_path: Path) -> None:
                              image, out], stderr=subprocess.PIPE)
     children: list[int] = []
     deadline = time.monotonic() + 30
-    while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
-        children = _workers(proc.pid)
+    while len(children) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        children = sorted(_workers(proc.pid))  # two workers, then the walker (forked last)
         time.sleep(0.002)
-    if not children:
-        pytest.fail("fs2tar finished before a worker could be killed")
-    os.kill(children[-1], signal.SIGKILL)
+    if len(children) < 3:
+        pytest.fail("fs2tar finished before a helper could be killed")
+    os.kill(children[0] if victim == "worker" else children[-1], signal.SIGKILL)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and "ended unexpectedly" in lines[0] and "signal 9" in lines[0], err
+    assert ("walker" in lines[0]) == (victim == "walker"), lines[0]
     assert not out.exists()
