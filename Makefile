@@ -59,11 +59,14 @@ pytest: venv
 
 test: deps venv lint typecheck pytest
 
-# Peers and plotting, for the benchmarks only: fuse2fs and matplotlib.
+# Peers, datasets and plotting, for the benchmarks only: fuse2fs, debootstrap (a Debian
+# root with device nodes and hard links) and matplotlib.
 bench: venv
-	@dpkg-query -W -f='$${Status}' fuse2fs 2>/dev/null | grep -q "install ok installed" || \
+	@for p in fuse2fs debootstrap; do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || \
 	  { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	    $$SUDO apt-get install -y -qq --no-install-recommends fuse2fs || true; }
+	    $$SUDO apt-get install -y -qq --no-install-recommends $$p || true; }; \
+	done
 	$(PY) -m pip install -q 'matplotlib>=3.7' >/dev/null
 	$(PY) -m bench $(BENCH_ARGS)
 

@@ -127,31 +127,46 @@ def _mnt(data: Datasets, tag: str) -> Path:
     return m
 
 
+def _datasets(data: Datasets, fs: str | None) -> list[tuple[str, Path]]:
+    """The trees exported and copied out: the /usr/share copy, and the Debian root (device
+    nodes, hard links, setuid files) when debootstrap made one."""
+    out = []
+    for name, label in (("tree", ""), ("debian", " (debian)")):
+        img = data.images.get((fs, name))  # type: ignore[arg-type]
+        if img is not None:
+            out.append((label, img))
+    return out
+
+
 class Fs2tar(Workload):
     name = "fs2tar: tree to a tar stream"
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
         res = Result(self.name, fs)
-        img = data.images.get((fs, "tree"))  # type: ignore[arg-type]
-        if img is None:
+        sets = _datasets(data, fs)
+        if not sets:
             res.rows.append(Row("ours (fs2tar)", note="no image"))
             return res
-        q = shlex.quote(str(img))
-        mnt = _mnt(data, "k")
-        if is_root():
-            s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && (cd {mnt} && tar -cf - . | cat "
-                                f">/dev/null); umount {mnt}", repeat=repeat)
-            res.rows.append(Row("host kernel: loop mount + tar", s, note=note, reference=True))
-        else:
-            res.rows.append(Row("host kernel: loop mount + tar", note="needs root", reference=True))
-        s, m, note = timed(f"{FSTOOL['fs2tar']} --no-progress {q} - | cat >/dev/null", repeat=repeat)
-        res.rows.append(Row("ours: fs2tar", s, m, note))
-        dissect = Dissect.command(data, fs, img)
-        if dissect is None:
-            res.rows.append(Row(f"dissect.{_dissect_name(fs)}", note=Dissect.why))
-        else:
-            s, _m, note = timed(dissect, repeat=repeat)
-            res.rows.append(Row(f"dissect.{_dissect_name(fs)}", s, note=note))
+        for label, img in sets:
+            q = shlex.quote(str(img))
+            mnt = _mnt(data, "k")
+            if is_root():
+                s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && (cd {mnt} && tar -cf - . | "
+                                    f"cat >/dev/null); umount {mnt}", repeat=repeat)
+                res.rows.append(Row(f"host kernel: loop mount + tar{label}", s, note=note,
+                                    reference=True))
+            else:
+                res.rows.append(Row(f"host kernel: loop mount + tar{label}", note="needs root",
+                                    reference=True))
+            s, m, note = timed(f"{FSTOOL['fs2tar']} --no-progress {q} - | cat >/dev/null",
+                               repeat=repeat)
+            res.rows.append(Row(f"ours: fs2tar{label}", s, m, note))
+            dissect = Dissect.command(data, fs, img)
+            if dissect is None:
+                res.rows.append(Row(f"dissect.{_dissect_name(fs)}{label}", note=Dissect.why))
+            else:
+                s, _m, note = timed(dissect, repeat=repeat)
+                res.rows.append(Row(f"dissect.{_dissect_name(fs)}{label}", s, note=note))
         return res
 
 
@@ -164,28 +179,31 @@ class Cpfromfs(Workload):
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
         res = Result(self.name, fs)
-        img = data.images.get((fs, "tree"))  # type: ignore[arg-type]
         out = data.work / "out"
 
         def clean() -> None:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
 
-        if img is None:
+        sets = _datasets(data, fs)
+        if not sets:
             res.rows.append(Row("ours (cpfromfs)", note="no image"))
             return res
-        q = shlex.quote(str(img))
-        mnt = _mnt(data, "k")
-        if is_root():
-            s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && cp -a {mnt}/. {out}/; umount {mnt}",
-                                setup=clean, repeat=repeat)
-            res.rows.append(Row("host kernel: loop mount + cp -a", s, note=note, reference=True))
         missing = _available("cpfromfs")
-        if missing:
-            res.rows.append(Row("ours: cpfromfs", note=missing))
-            return res
-        s, m, note = timed(f"{FSTOOL['cpfromfs']} -i {q} / {out}", setup=clean, repeat=repeat)
-        res.rows.append(Row("ours: cpfromfs", s, m, note))
+        for label, img in sets:
+            q = shlex.quote(str(img))
+            mnt = _mnt(data, "k")
+            if is_root():
+                s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && cp -a {mnt}/. {out}/; "
+                                    f"umount {mnt}", setup=clean, repeat=repeat)
+                res.rows.append(Row(f"host kernel: loop mount + cp -a{label}", s, note=note,
+                                    reference=True))
+            if missing:
+                res.rows.append(Row(f"ours: cpfromfs{label}", note=missing))
+                continue
+            s, m, note = timed(f"{FSTOOL['cpfromfs']} -i {q} / {out}", setup=clean,
+                               repeat=repeat)
+            res.rows.append(Row(f"ours: cpfromfs{label}", s, m, note))
         return res
 
 
