@@ -23,7 +23,7 @@ from ..common.cli import (
 )
 from ..common.image import open_image
 from ..common.progress import Progress
-from .archive import FILTERS, ArchiveWriteError, TarWriter, compression_for
+from .archive import FILTERS, ArchiveWriteError, TarWriter, compression_for, finishing
 from .export import Exporter, Stats
 from .parallel import default_jobs, export_parallel
 
@@ -154,20 +154,12 @@ def _export_serial(sys_: Any, root: str, target: str | int, label: str, fmt: str
         writer = TarWriter(target, fmt, compression)
     except ArchiveWriteError as e:
         raise ToolError(f"{label}: {e}") from None
-    ok = False
-    try:
+    with finishing(writer, label):
         exporter = Exporter(sys_, root, writer, keep_going=keep_going, verbose=verbose,
                             selinux_out=selinux_out, progress=progress, warn=warn,
                             birthtime=birthtime)
         stats = exporter.run()
-        writer.close()
-        ok = True
-        return stats
-    except ArchiveWriteError as e:
-        raise ToolError(f"{label}: {e}") from None
-    finally:
-        if not ok:
-            writer.abort()
+    return stats
 
 
 def main() -> None:

@@ -8,12 +8,13 @@ that every entry carries everything the image holds. Errors become
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import mmap
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from ctypes import c_char_p, c_int, c_int64, c_long, c_longlong, c_size_t, c_uint, c_void_p
 from typing import Any
 
@@ -360,3 +361,21 @@ class RawWriter(_Writer):
         _set_pathname(e, b"archive.tar")
         _set_mode(e, AE_IFREG | 0o644)
         self._check(_write_header(self._a, e))
+
+
+@contextlib.contextmanager
+def finishing(writer: _Writer, label: str) -> Iterator[None]:
+    """Close ``writer`` when the block ends well, abort it otherwise; libarchive's errors
+    become one line naming the archive (``label``)."""
+    from ..common.cli import ToolError
+
+    ok = False
+    try:
+        yield
+        writer.close()
+        ok = True
+    except ArchiveWriteError as e:
+        raise ToolError(f"{label}: {e}") from None
+    finally:
+        if not ok:
+            writer.abort()

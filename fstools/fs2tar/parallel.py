@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, NoReturn
 import kernel
 
 from ..common.cli import ToolError
-from .archive import ArchiveWriteError, RawWriter, TarWriter
+from .archive import ArchiveWriteError, RawWriter, TarWriter, finishing
 from .export import BLOCK as ENTRIES_PER_BLOCK
 from .export import Exporter, Item, Stats, TreeWalk
 
@@ -250,41 +250,35 @@ def export_parallel(sys: kernel.Syscalls, root: str, out: str | int, label: str,
     job_pipes = [_pipe() for _ in range(jobs)]  # walker -> worker k
     out_pipes = [_pipe() for _ in range(jobs + 1)]  # worker k -> parent; the last: walker
     streams: list[_Stream] = []
-    ok = False
     try:
-        for me in range(jobs + 1):
-            pid = os.fork()
-            if pid == 0:
-                # keep only this process's ends of the pipes
-                keep = {out_pipes[me][1]}
-                if me < jobs:
-                    keep.add(job_pipes[me][0])
-                else:
-                    keep.update(w for _r, w in job_pipes)
-                for fd in [fd for pair in job_pipes + out_pipes for fd in pair]:
-                    if fd not in keep:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                if me < jobs:
-                    _worker(sys, root, fmt, dict(options), job_pipes[me][0], out_pipes[me][1])
-                _walker(sys, root, [w for _r, w in job_pipes], out_pipes[me][1])
-            streams.append(_Stream(me, pid, out_pipes[me][0], jobs))
-        for fd in [fd for pair in job_pipes for fd in pair] + [w for _r, w in out_pipes]:
-            os.close(fd)
-        stats = _join(streams[:jobs], streams[jobs], writer, warn, selinux_out, progress)
-        writer.write(bytes(1024))  # the end of the archive: two zero blocks
-        writer.close()
-        ok = True
+        with finishing(writer, label):
+            for me in range(jobs + 1):
+                pid = os.fork()
+                if pid == 0:
+                    # keep only this process's ends of the pipes
+                    keep = {out_pipes[me][1]}
+                    if me < jobs:
+                        keep.add(job_pipes[me][0])
+                    else:
+                        keep.update(w for _r, w in job_pipes)
+                    for fd in [fd for pair in job_pipes + out_pipes for fd in pair]:
+                        if fd not in keep:
+                            with contextlib.suppress(OSError):
+                                os.close(fd)
+                    if me < jobs:
+                        _worker(sys, root, fmt, dict(options), job_pipes[me][0],
+                                out_pipes[me][1])
+                    _walker(sys, root, [w for _r, w in job_pipes], out_pipes[me][1])
+                streams.append(_Stream(me, pid, out_pipes[me][0], jobs))
+            for fd in [fd for pair in job_pipes for fd in pair] + [w for _r, w in out_pipes]:
+                os.close(fd)
+            stats = _join(streams[:jobs], streams[jobs], writer, warn, selinux_out, progress)
+            writer.write(bytes(1024))  # the end of the archive: two zero blocks
         return stats
-    except ArchiveWriteError as e:
-        raise ToolError(f"{label}: {e}") from None
     finally:
-        if not ok:
-            writer.abort()
         for s in streams:
-            if not ok:
-                with contextlib.suppress(OSError):
-                    os.kill(s.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(s.pid, signal.SIGKILL)  # done already, or stopped here
             with contextlib.suppress(OSError):
                 s.file.close()
             with contextlib.suppress(ChildProcessError):

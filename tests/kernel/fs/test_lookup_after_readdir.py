@@ -60,17 +60,23 @@ def _names_in(image: Path, limit: int) -> list[str]:
     return sorted(out[:limit])
 
 
+def _both_ways(image: Path, paths: list[str]) -> list[dict[str, object]]:
+    """``_walk`` in a fresh kernel without, then with, a readdir first."""
+    results = []
+    for readdir_first in (False, True):
+        with Kernel(mb=32) as k:
+            root = k.mount_dev(k.disk_add(image, readonly=True))
+            results.append(_walk(k, root, readdir_first, paths))
+    return results
+
+
 @pytest.mark.parametrize("name", ["btrfs-features.img", "btrfs-basic.img", "xfs-v5.img",
                                   "xfs-v4.img", "ext4-largedir.img"])
 def test_same_inodes_with_and_without_readdir(tmp_path: Path, name: str) -> None:
     image = unpack_image(name, tmp_path)
     paths = _names_in(image, 4000)
     assert len(paths) > 8
-    results = []
-    for readdir_first in (False, True):
-        with Kernel(mb=32) as k:
-            root = k.mount_dev(k.disk_add(image, readonly=True))
-            results.append(_walk(k, root, readdir_first, paths))
+    results = _both_ways(image, paths)
     assert results[0] == results[1]
     assert all(v == errno.ENOENT for p, v in results[1].items() if p.endswith(".missing"))
 
@@ -86,10 +92,6 @@ def test_big_btrfs_directory(tmp_path: Path) -> None:
         f.truncate(256 << 20)
     run("mkfs.btrfs", "-q", "-f", "--rootdir", src, image)
     paths = [f"d/{n}" for n in sorted(os.listdir(src / "d"))]
-    results = []
-    for readdir_first in (False, True):
-        with Kernel(mb=32) as k:
-            root = k.mount_dev(k.disk_add(image, readonly=True))
-            results.append(_walk(k, root, readdir_first, paths))
+    results = _both_ways(image, paths)
     assert results[0] == results[1]
     assert len({v for p, v in results[1].items() if not p.endswith(".missing")}) == 3000
