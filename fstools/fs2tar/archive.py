@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import mmap
 import os
@@ -89,6 +90,7 @@ _OPEN_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p)
 _WRITE_CB = ctypes.CFUNCTYPE(ctypes.c_ssize_t, c_void_p, c_void_p, c_void_p, c_size_t)
 _write_open = _bind("write_open", [c_void_p, c_void_p, _OPEN_CB, _WRITE_CB, _OPEN_CB], c_int)
 _error_string = _bind("error_string", [c_void_p], c_char_p)
+_errno = _bind("errno", [c_void_p], c_int)
 
 _entry_new = _bind("entry_new", [], c_void_p)
 _entry_free = _bind("entry_free", [c_void_p], None)
@@ -244,8 +246,13 @@ class _Writer:
             raise err
         if rc < ARCHIVE_WARN:
             msg = _error_string(self._a)
-            raise ArchiveWriteError(msg.decode("utf-8", "replace") if msg else f"error {rc}",
-                                    fatal=rc != ARCHIVE_FAILED)
+            text = msg.decode("utf-8", "replace") if msg else f"error {rc}"
+            err = _errno(self._a)
+            if err == errno.EPIPE:
+                raise BrokenPipeError(err, os.strerror(err))  # the reader went away
+            if rc != ARCHIVE_FAILED and err > 0 and os.strerror(err) not in text:
+                text += f": {os.strerror(err)}"  # "Write error" says too little
+            raise ArchiveWriteError(text, fatal=rc != ARCHIVE_FAILED)
         if rc == ARCHIVE_WARN:
             msg = _error_string(self._a)
             log.warning("%s", msg.decode("utf-8", "replace") if msg else "warning")

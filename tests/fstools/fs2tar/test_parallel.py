@@ -147,3 +147,32 @@ def test_a_dead_helper_is_one_line(tmp_path: Path, victim: str) -> None:
     assert len(lines) == 1 and "ended unexpectedly" in lines[0] and "signal 9" in lines[0], err
     assert ("walker" in lines[0]) == (victim == "walker"), lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_full_disk_and_closed_pipe(tmp_path: Path, jobs: str) -> None:
+    """A full output filesystem is one line with the reason, and no archive is left; a reader
+    that goes away (| head) ends the export quietly."""
+    from helpers import need_root
+
+    need_root()
+    image = unpack_image("ext4-features.img", tmp_path)
+    small = tmp_path / "small"
+    small.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=64k", "fs2tar-full", small)
+    try:
+        proc = fs2tar("-j", jobs, image, small / "o.tar")
+    finally:
+        run("umount", small)
+    lines = proc.stderr.decode().strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "o.tar" in lines[0] and "No space left on device" in lines[0]
+    assert not (small / "o.tar").exists()
+    cmd = [sys.executable, "-m", "fstools.fs2tar", "--no-progress", "-j", jobs, str(image), "-"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None
+    assert len(p.stdout.read(1000)) == 1000
+    p.stdout.close()  # the reader goes away
+    err = p.stderr.read() if p.stderr else b""
+    assert p.wait(timeout=60) == 1
+    assert err == b"", err
