@@ -89,6 +89,8 @@ _write_set_bytes_per_block = _bind("write_set_bytes_per_block", [c_void_p, c_int
 _OPEN_CB = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p)
 _WRITE_CB = ctypes.CFUNCTYPE(ctypes.c_ssize_t, c_void_p, c_void_p, c_void_p, c_size_t)
 _write_open = _bind("write_open", [c_void_p, c_void_p, _OPEN_CB, _WRITE_CB, _OPEN_CB], c_int)
+_write_open_memory = _bind("write_open_memory",
+                           [c_void_p, c_void_p, c_size_t, ctypes.POINTER(c_size_t)], c_int)
 _error_string = _bind("error_string", [c_void_p], c_char_p)
 _errno = _bind("errno", [c_void_p], c_int)
 
@@ -130,26 +132,24 @@ class _Writer:
     so that pieces of one stream written by several writers join into one archive."""
 
     CHUNK = 1 << 20
-    MEMORY = 4 << 20  # memory mode: bytes are gathered here...
-    SPILL = 1 << 20  # ...and handed on once this many are waiting
+    # memory mode: entries are written by libarchive into this buffer (no call back into
+    # Python per write); the bytes are handed on once SPILL are waiting, and the writer
+    # starts again at the buffer's start between entries once it is half full. An entry
+    # that would not fit goes through a writer that calls back with each write.
+    MEMORY = 16 << 20
+    SPILL = 1 << 20
 
     def __init__(self, out: str | int | None, fmt: str, compression: str | None = None,
                  spill: Callable[[memoryview], None] | None = None) -> None:
         self.format = fmt
-        self._a = _write_new()
-        if not self._a:
-            raise ArchiveWriteError("cannot create an archive writer")
+        self._compression = compression
         self._entry = _entry_new()
         self._spill = spill
         self._mem: mmap.mmap | None = None
+        self._a = None
+        self._handles: list[Any] = []  # every libarchive writer made (memory mode: several)
         try:
-            ffi.get_write_format_function(FORMATS.get(fmt, fmt))(self._a)
-            if fmt == "pax":
-                # SCHILY.xattr.* only: GNU tar reads those, and warns about
-                # every LIBARCHIVE.xattr.* duplicate libarchive adds by default
-                self._check(_write_set_options(self._a, b"xattrheader=SCHILY"))
-            if compression:
-                ffi.get_write_filter_function(FILTERS[compression])(self._a)
+            self._a = self._new_handle()
             if out is None:
                 self._open_memory()
             # GNU tar pads the last block to the record size; so do we, unless
@@ -168,36 +168,79 @@ class _Writer:
             raise ArchiveWriteError(getattr(e, "msg", None) or str(e)) from None
         self._zeros = bytes(self.CHUNK)
 
+    def _new_handle(self) -> Any:
+        """A libarchive writer of this format (and compression), not yet opened."""
+        a = _write_new()
+        if not a:
+            raise ArchiveWriteError("cannot create an archive writer")
+        self._handles.append(a)
+        self._a = a  # for _check's messages
+        ffi.get_write_format_function(FORMATS.get(self.format, self.format))(a)
+        if self.format == "pax":
+            # SCHILY.xattr.* only: GNU tar reads those, and warns about
+            # every LIBARCHIVE.xattr.* duplicate libarchive adds by default
+            self._check(_write_set_options(a, b"xattrheader=SCHILY"))
+        if self._compression:
+            ffi.get_write_filter_function(FILTERS[self._compression])(a)
+        return a
+
+    # -- memory mode ----------------------------------------------------------------------
     def _open_memory(self) -> None:
         self._mem = mmap.mmap(-1, self.MEMORY, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self._memview = memoryview(self._mem)
         self._cmem = ctypes.c_char.from_buffer(self._mem)  # pins the buffer's address
-        self._base = ctypes.addressof(self._cmem)
-        self._used = 0
+        self._used = c_size_t(0)  # how far libarchive has written into the buffer
+        self._sent = 0  # how far the bytes were handed on
         self._error: BaseException | None = None
+        self._mem_a = self._a
+        self._start_memory(self._mem_a)
+        self._cb_a: Any = None  # the calling-back writer, made when an entry needs it
+        self._xattr_bytes = 0
 
-        def opened(_a: Any, _client: Any) -> int:
-            return ARCHIVE_OK
+    def _start_memory(self, a: Any) -> None:
+        """Open ``a`` on the buffer, from its start (every byte before was handed on)."""
+        self._check(_write_set_bytes_per_block(a, 0))  # unblocked: bytes as they come
+        self._check(_write_open_memory(a, ctypes.addressof(self._cmem), self.MEMORY,
+                                       ctypes.byref(self._used)))
+        self._used.value = 0
+        self._sent = 0
 
-        def written(_a: Any, _client: Any, buff: int, length: int) -> int:
-            try:
-                if self._used + length > self.MEMORY:
-                    self.flush()
-                if length > self.MEMORY:
+    def _callback_handle(self) -> Any:
+        if self._cb_a is None:
+            a = self._new_handle()
+
+            def opened(_a: Any, _client: Any) -> int:
+                return ARCHIVE_OK
+
+            def written(_a: Any, _client: Any, buff: int, length: int) -> int:
+                try:
                     assert self._spill is not None
                     self._spill(memoryview(ctypes.string_at(buff, length)))
-                else:
-                    ctypes.memmove(self._base + self._used, buff, length)
-                    self._used += length
-                return length
-            except BaseException as e:  # noqa: BLE001 - raised again after libarchive returns
-                self._error = e
-                return ARCHIVE_FATAL
+                    return length
+                except BaseException as e:  # noqa: BLE001 - raised after libarchive returns
+                    self._error = e
+                    return ARCHIVE_FATAL
 
-        # the callbacks must live as long as the writer
-        self._callbacks = (_OPEN_CB(opened), _WRITE_CB(written), _OPEN_CB(opened))
-        self._check(_write_set_bytes_per_block(self._a, 0))  # unblocked: bytes as they come
-        self._check(_write_open(self._a, None, *self._callbacks))
+            self._callbacks = (_OPEN_CB(opened), _WRITE_CB(written), _OPEN_CB(opened))
+            self._check(_write_set_bytes_per_block(a, 0))
+            self._check(_write_open(a, None, *self._callbacks))
+            self._cb_a = a
+        return self._cb_a
+
+    def _place(self, need: int) -> None:
+        """Memory mode, before an entry of at most ``need`` bytes: the writer to take it."""
+        if self._a is not self._mem_a:
+            self._a = self._mem_a  # after an entry the other writer took
+        if self._used.value + need > self.MEMORY or self._used.value > self.MEMORY // 2:
+            self.flush()
+            old = self._mem_a
+            self._mem_a = self._new_handle()  # a fresh writer, from the buffer's start
+            self._handles.remove(old)
+            _write_fail(old)
+            _write_free(old)
+            self._start_memory(self._mem_a)
+        if need > self.MEMORY:
+            self._a = self._callback_handle()
 
     def _big_blocks(self, out: str | int) -> None:
         """Write in 64 KiB blocks rather than tar's 10 KiB records (six times fewer system
@@ -212,13 +255,15 @@ class _Writer:
 
     def flush(self) -> None:
         """Memory mode: hand every byte written so far to ``spill``."""
-        if self._mem is not None and self._used:
-            assert self._spill is not None
-            used, self._used = self._used, 0
-            self._spill(self._memview[:used])
+        if self._mem is not None:
+            used = self._used.value
+            if used > self._sent:
+                assert self._spill is not None
+                sent, self._sent = self._sent, used
+                self._spill(self._memview[sent:used])
 
     def _room(self) -> None:
-        if self._mem is not None and self._used >= self.SPILL:
+        if self._mem is not None and self._used.value - self._sent >= self.SPILL:
             self.flush()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -267,17 +312,18 @@ class _Writer:
 
     def abort(self) -> None:
         """Give up: free the writer without writing the end-of-archive marker."""
-        if self._a:
-            _write_fail(self._a)
+        for a in self._handles:
+            _write_fail(a)
         self._free()
 
     def _free(self) -> None:
         if self._entry:
             _entry_free(self._entry)
             self._entry = None
-        if self._a:
-            _write_free(self._a)
-            self._a = None
+        for a in self._handles:
+            _write_free(a)
+        self._handles = []
+        self._a = None
 
 
 class TarWriter(_Writer):
@@ -289,6 +335,7 @@ class TarWriter(_Writer):
         """Start describing an entry (pathname, mode with type, owner, size, times)."""
         e = self._entry
         _entry_clear(e)
+        self._need = size + 3 * len(path) + (256 << 10)  # the most it takes, header included
         _set_pathname(e, path)
         _set_mode(e, mode)
         _set_uid(e, uid)
@@ -327,10 +374,12 @@ class TarWriter(_Writer):
         _set_rdevminor(self._entry, minor)
 
     def add_xattr(self, name: bytes, value: bytes) -> None:
+        self._need += len(name) + len(value) + 64
         _xattr_add(self._entry, name, value, len(value))
 
     def add_acl(self, acl_type: int, entries: list[tuple[int, int, int]]) -> None:
         """``entries`` in Linux's form: (tag, perm, id)."""
+        self._need += 64 * len(entries)  # the text form, twice at most
         for tag, perm, ident in entries:
             ltag = LINUX_ACL_TAGS.get(tag)
             if ltag is None:
@@ -339,9 +388,12 @@ class TarWriter(_Writer):
             _acl_add(self._entry, acl_type, perm & 7, ltag, qual, None)
 
     def add_sparse(self, offset: int, length: int) -> None:
+        self._need += 48  # the map's text
         _sparse_add(self._entry, offset, length)
 
     def write_header(self) -> None:
+        if self._mem is not None:
+            self._place(self._need)
         self._room()
         self._check(_write_header(self._a, self._entry))
 
