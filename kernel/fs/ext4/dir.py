@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from ...errors import EFSBADCRC, corrupted
@@ -179,45 +179,84 @@ def _root_dots(inode: Ext4Inode, data: bytes | bytearray, where: str) -> list[Di
 
 
 class DirCache:
-    """A directory's entries in readdir order with their cookies, and a name index."""
+    """A directory's entries in readdir order with their cookies, and a name index.
 
-    __slots__ = ("positions", "entries", "eof", "_names", "_pos")
+    Entries the write side adds to a hashed directory without an index may wait for their
+    cookie (``insert_later``): it is a hash of the name, and only readdir needs it, so a
+    directory filled and never listed never hashes its names.
+    """
+
+    __slots__ = ("_positions", "_entries", "eof", "_names", "_pos", "_later", "_cookie")
 
     def __init__(self, positions: list[int], entries: list[tuple[bytes, int, int]], eof: int) -> None:
-        self.positions = positions
-        self.entries = entries  # (name, inode, d_type)
+        self._positions = positions
+        self._entries = entries  # (name, inode, d_type)
         self.eof = eof
         self._names: dict[bytes, int] | None = None
         self._pos: dict[bytes, int] | None = None  # name -> cookie, for the write side
+        self._later: list[tuple[bytes, int, int]] = []  # added, cookie not yet computed
+        self._cookie: Callable[[bytes], int] | None = None
+
+    @property
+    def positions(self) -> list[int]:
+        self._settle()
+        return self._positions
+
+    @property
+    def entries(self) -> list[tuple[bytes, int, int]]:
+        self._settle()
+        return self._entries
+
+    def _settle(self) -> None:
+        """Give the entries waiting for a cookie theirs, in the order they came."""
+        if self._later:
+            later, self._later = self._later, []
+            assert self._cookie is not None
+            for name, ino, dt in later:
+                self._insert(name, ino, dt, self._cookie(name), True)
 
     def index_of(self, name: bytes) -> int | None:
         """Where ``name`` is in ``entries`` (None if absent)."""
+        self._settle()
         pos = self._pos
         if pos is None:
-            pos = self._pos = {e[0]: p for e, p in zip(self.entries, self.positions, strict=True)}
+            pos = self._pos = {e[0]: p for e, p in zip(self._entries, self._positions, strict=True)}
         p = pos.get(name)
         if p is None:
             return None
-        return bisect.bisect_left(self.positions, p)
+        return bisect.bisect_left(self._positions, p)
 
     def lookup(self, name: bytes) -> int | None:
         names = self._names
         if names is None:
-            names = self._names = {e[0]: e[1] for e in self.entries}
+            self._settle()
+            names = self._names = {e[0]: e[1] for e in self._entries}
         return names.get(name)
 
     # -- kept current by the write side (dirwrite) -----------------------------------------
     def insert(self, name: bytes, ino: int, dt: int, pos: int, hashed: bool) -> None:
         """Add an entry at cookie ``pos``; a hashed directory's equal positions move up
         to the next free one, so cookies stay strictly increasing."""
-        positions = self.positions
+        self._settle()
+        self._insert(name, ino, dt, pos, hashed)
+
+    def insert_later(self, name: bytes, ino: int, dt: int, cookie: Callable[[bytes], int]) -> None:
+        """Add an entry of a hashed directory whose cookie ``cookie(name)`` gives, when
+        readdir (or a change elsewhere) needs it."""
+        self._cookie = cookie
+        self._later.append((name, ino, dt))
+        if self._names is not None:
+            self._names[name] = ino
+
+    def _insert(self, name: bytes, ino: int, dt: int, pos: int, hashed: bool) -> None:
+        positions = self._positions
         i = bisect.bisect_left(positions, pos)
         if hashed:
             while i < len(positions) and positions[i] == pos:
                 pos += 1
                 i += 1
         positions.insert(i, pos)
-        self.entries.insert(i, (name, ino, dt))
+        self._entries.insert(i, (name, ino, dt))
         if self._names is not None:
             self._names[name] = ino
         if self._pos is not None:
@@ -227,8 +266,8 @@ class DirCache:
         i = self.index_of(name)
         if i is None:
             return
-        del self.entries[i]
-        del self.positions[i]
+        del self._entries[i]
+        del self._positions[i]
         if self._names is not None:
             self._names.pop(name, None)
         if self._pos is not None:
@@ -238,7 +277,7 @@ class DirCache:
         i = self.index_of(name)
         if i is None:
             return
-        self.entries[i] = (name, ino, dt)
+        self._entries[i] = (name, ino, dt)
         if self._names is not None:
             self._names[name] = ino
 

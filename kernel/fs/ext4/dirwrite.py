@@ -238,13 +238,17 @@ def add_entry(inode: Ext4Inode, name: bytes, ino: int, mode: int) -> None:
         pos = _dx_add(inode, name, ino, ft)
     else:
         pos = _linear_add(inode, name, ino, ft)
-        if pos is not None and hashed_before:  # one block read in hash order
-            pos = _hash_pos(inode, name)
-    if inode.dir_cache is not None:
+    dc = inode.dir_cache
+    if dc is not None:
         if is_hashed(inode) != hashed_before or pos is None:
             inode.dir_cache = None
+        elif hashed_before and not inode.i_flags & EXT4_INDEX_FL:
+            # one block read in hash order: the cookie is the name's hash, wanted only by
+            # readdir
+            dc.insert_later(name, ino, ft_to_dt(ft),  # type: ignore[attr-defined]
+                            lambda n, d=inode: _hash_pos(d, n))
         else:
-            inode.dir_cache.insert(name, ino, ft_to_dt(ft), pos, hashed_before)  # type: ignore[attr-defined]
+            dc.insert(name, ino, ft_to_dt(ft), pos, hashed_before)  # type: ignore[attr-defined]
     sb.dirty_inode(inode)
 
 

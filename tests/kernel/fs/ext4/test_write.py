@@ -537,3 +537,48 @@ def test_other_layouts(tmp_path: Path, layout: str) -> None:
         f.truncate(96 << 20)
     run("mke2fs", "-q", "-F", *LAYOUT_SWEEP[layout], img)
     _populate_and_check(img, tmp_path)
+
+
+def _cookies(s, path: str, count: int = 32768) -> list[tuple[bytes, int]]:
+    fd = s.open(path, kernel.O_RDONLY | kernel.O_DIRECTORY)
+    out = []
+    try:
+        while batch := s.getdents64(fd, count):
+            out.extend((d.d_name, d.d_off) for d in batch)
+    finally:
+        s.close(fd)
+    return out
+
+
+def test_readdir_cookies_of_new_entries_match_a_fresh_mount(tmp_path: Path) -> None:
+    """Entries added to a one-block hashed directory get their hash cookie only when readdir
+    asks: the order, the cookies and resuming at a cookie are what a fresh mount reads."""
+    img = mkfs(tmp_path / "c.img", "ext4")
+    with Kernel(mb=16) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        s.mkdir(f"{root}/d", 0o755)
+        s.close(s.open(f"{root}/d/first", kernel.O_CREAT | kernel.O_WRONLY, 0o644))
+        assert [n for n, _ in _cookies(s, f"{root}/d")][2:] == [b"first"]  # cache built
+        for i in range(60):
+            s.close(s.open(f"{root}/d/f{i:02d}", kernel.O_CREAT | kernel.O_WRONLY, 0o644))
+            if i == 30:
+                s.unlink(f"{root}/d/f10")  # a change while cookies wait
+                s.rename(f"{root}/d/f11", f"{root}/d/renamed")
+        live = _cookies(s, f"{root}/d", 600)  # several calls, each resuming at a cookie
+        offs = [o for _n, o in live]
+        assert offs == sorted(offs) and len(set(offs)) == len(offs)
+        # seekdir to a cookie in the middle: the rest follows
+        fd = s.open(f"{root}/d", kernel.O_RDONLY | kernel.O_DIRECTORY)
+        s.lseek(fd, live[20][1], kernel.SEEK_SET)
+        rest = [(d.d_name, d.d_off) for d in s.getdents64(fd, 1 << 16)]
+        s.close(fd)
+        assert rest == live[21:]
+    fsck(img)
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(img, readonly=True))
+        fresh = _cookies(k.sys, f"{root}/d")
+    assert fresh == live
+    names = {n for n, _ in live}
+    assert b"f10" not in names and b"f11" not in names and b"renamed" in names
+    assert len(names) == 2 + 1 + 60 - 1
