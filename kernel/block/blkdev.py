@@ -199,10 +199,12 @@ class BlockDevice:
     def read_small(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` from ``offset`` through the disk's readahead windows.
 
-        For small reads of file data: one request brings a whole window.
+        For small reads of file data: one request brings a whole window. Any byte range
+        of the device may be read (the windows are whole sectors).
         """
         n = len(buf)
-        self._check(offset, n, False)
+        if offset < 0 or offset + n > self.size:
+            self._check(offset, n, False)  # raises EIO, naming the device
         ra = self.disk.ra
         windows = ra.windows
         base = self._base

@@ -71,6 +71,12 @@ def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> byte
     bs = inode.sb.blocksize
     first = offset // bs
     last = (offset + size - 1) // bs + 1
+    if size <= SMALL_READ:
+        pblk = inode.mapped_run(first, last)
+        if pblk >= 0:  # the common small read: one copy out of a readahead window
+            out = bytearray(size)
+            bdev.read_small(pblk * bs + offset - first * bs, memoryview(out))
+            return bytes(out)
     buf = bytearray((last - first) * bs)
     _fill(inode, bdev, first, memoryview(buf), True)
     start = offset - first * bs
@@ -87,6 +93,12 @@ def read_mapped_into(inode: Inode, bdev: BlockDevice, offset: int, dest: memoryv
     if size <= 0:
         return 0
     bs = inode.sb.blocksize
+    if size <= SMALL_READ:
+        first = offset // bs
+        pblk = inode.mapped_run(first, (offset + size - 1) // bs + 1)
+        if pblk >= 0:  # the common small read: straight from a readahead window
+            bdev.read_small(pblk * bs + offset - first * bs, dest[:size])
+            return size
     if offset % bs or size <= _SMALL_INTO:
         # small or unaligned: one read of whole blocks, then a copy
         data = read_mapped(inode, bdev, offset, size)

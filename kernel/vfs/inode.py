@@ -209,6 +209,16 @@ class Inode:
         if start < nblocks:
             yield Extent(start, min(end, nblocks) - start, 0)
 
+    def mapped_run(self, first: int, last: int) -> int:
+        """The device block of logical block ``first`` when one written extent maps all
+        of [first, last), else -1 (small reads take this path; drivers with a cached map
+        answer it without building extents)."""
+        for ext in self.extents(first, last):
+            if ext.lblk <= first and ext.lblk + ext.count >= last and not ext.unwritten:
+                return ext.pblk + first - ext.lblk
+            break
+        return -1
+
     def fallocate(self, mode: int, offset: int, length: int) -> None:
         raise kerr(errno.EOPNOTSUPP)
 

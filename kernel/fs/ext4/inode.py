@@ -207,6 +207,17 @@ class Ext4Inode(Inode):
                 yield Extent(s, c, p, u)
             i += 1
 
+    def mapped_run(self, first: int, last: int) -> int:
+        if self.inline:
+            return -1
+        runs = self.runs()
+        i = bisect.bisect_right(self._starts, first) - 1
+        if i >= 0:
+            s, c, p, u = runs[i]
+            if last <= s + c and not u:
+                return p + first - s
+        return -1
+
     def read(self, offset: int, size: int) -> bytes:
         self._no_crypt()
         if self.sb._data:

@@ -54,6 +54,13 @@ class ExtentMap:
             yield offs[i], self.ends[i] - offs[i], self.pblks[i], self.unwritten[i]
             i += 1
 
+    def mapped_run(self, first: int, last: int) -> int:
+        """The device block of ``first`` when one written extent holds [first, last), else -1."""
+        i = bisect.bisect_right(self.offs, first) - 1
+        if i >= 0 and last <= self.ends[i] and not self.unwritten[i]:
+            return self.pblks[i] + first - self.offs[i]
+        return -1
+
     def map_block(self, off: int) -> int | None:
         """The device block holding file block ``off``, or None for a hole."""
         i = bisect.bisect_right(self.offs, off) - 1

@@ -230,6 +230,12 @@ class XfsInode(Inode):
         for off, count, pblk, unw in self.fork_map(DATA_FORK).find(start, end):
             yield Extent(off, count, pblk, unw)
 
+    def mapped_run(self, first: int, last: int) -> int:
+        self._check_rt()
+        if not self.is_reg:
+            return -1
+        return self.fork_map(DATA_FORK).mapped_run(first, last)
+
     def listxattr(self) -> list[bytes]:
         return attr.listxattr(self)
 
