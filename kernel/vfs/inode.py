@@ -247,6 +247,34 @@ class Inode:
         """The last reference to an inode with no links went away: free it."""
 
 
+class InodeCache:
+    """Inode number -> the in-memory inode, as long as something else holds it (a dentry,
+    an open file). Plain weak references, without WeakValueDictionary's callbacks (which cost
+    a Python-level object per entry); the references of inodes gone are swept out as the
+    table grows."""
+
+    __slots__ = ("_refs", "_sweep_at")
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[Inode]] = {}
+        self._sweep_at = 1024
+
+    def get(self, ino: int) -> Inode | None:
+        ref = self._refs.get(ino)
+        return ref() if ref is not None else None
+
+    def put(self, ino: int, inode: Inode) -> None:
+        refs = self._refs
+        refs[ino] = weakref.ref(inode)
+        if len(refs) >= self._sweep_at:
+            for k in [k for k, r in refs.items() if r() is None]:
+                del refs[k]
+            self._sweep_at = max(1024, 2 * len(refs))
+
+    def __len__(self) -> int:
+        return sum(1 for r in self._refs.values() if r() is not None)
+
+
 class SuperBlock:
     """Base of every driver's mounted-filesystem object."""
 
@@ -268,7 +296,7 @@ class SuperBlock:
         self.time_gran = 1  # timestamp granularity in ns
         self.maxbytes = (1 << 63) - 1  # s_maxbytes: EFBIG beyond
         self.posix_acl = True  # ACLs stored in system.posix_acl_* are enforced
-        self._icache: weakref.WeakValueDictionary[int, Inode] = weakref.WeakValueDictionary()
+        self._icache = InodeCache()
         self.subtype = ""
 
     def now(self) -> int:
@@ -281,14 +309,14 @@ class SuperBlock:
         inode = self._icache.get(ino)
         if inode is None:
             inode = load(ino)
-            self._icache[ino] = inode
+            self._icache.put(ino, inode)
         return inode
 
     def cached_inode(self, ino: int) -> Inode | None:
         return self._icache.get(ino)
 
     def remember(self, inode: Inode) -> Inode:
-        self._icache[inode.ino] = inode
+        self._icache.put(inode.ino, inode)
         return inode
 
     # -- operations ---------------------------------------------------------------------

@@ -49,6 +49,8 @@ class MmioDevice:
 
     # -- register interface ---------------------------------------------------
     def read32(self, offset: int) -> int:
+        if offset == abi.MMIO_INTERRUPT_STATUS:  # the register read with every completion
+            return self.interrupt_status
         if offset >= abi.MMIO_CONFIG:
             cfg = self.config_bytes()
             off = offset - abi.MMIO_CONFIG
@@ -76,7 +78,13 @@ class MmioDevice:
         return 0
 
     def write32(self, offset: int, value: int) -> None:
-        if offset == abi.MMIO_DEVICE_FEATURES_SEL:
+        # the two registers written with every request first
+        if offset == abi.MMIO_QUEUE_NOTIFY:
+            if value < self.num_queues and self.queues[value] is not None:
+                self.queue_notify(value)
+        elif offset == abi.MMIO_INTERRUPT_ACK:
+            self.interrupt_status &= ~value
+        elif offset == abi.MMIO_DEVICE_FEATURES_SEL:
             self._dev_sel = value
         elif offset == abi.MMIO_DRIVER_FEATURES:
             shift = 32 * self._drv_sel
@@ -108,11 +116,6 @@ class MmioDevice:
                 self.queues[q] = DeviceQueue(self.mem, num, desc, avail, used)
             else:
                 self.queues[q] = None
-        elif offset == abi.MMIO_QUEUE_NOTIFY:
-            if value < self.num_queues and self.queues[value] is not None:
-                self.queue_notify(value)
-        elif offset == abi.MMIO_INTERRUPT_ACK:
-            self.interrupt_status &= ~value
         elif offset == abi.MMIO_STATUS:
             if value == 0:
                 self.reset()

@@ -265,7 +265,7 @@ class Ext4Inode(Inode):
         ino = namei.lookup(self, name)
         if ino is None:
             return None
-        return self.sb.get_inode(ino, f"directory inode {self.ino} entry {name!r}")
+        return self.sb.get_inode(ino, (self.ino, name))
 
     def iterate(self, pos: int) -> Iterator[tuple[bytes, int, int, int]]:
         if not self.is_dir:

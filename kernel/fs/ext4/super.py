@@ -20,7 +20,6 @@ import contextlib
 import errno
 import logging
 import struct
-import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ from ...block.overlay import OverlayDevice
 from ...errors import EFSBADCRC, corrupted, kerr
 from ...lib.crc import crc32c_raw
 from ...uapi import MS_RDONLY
-from ...vfs.inode import FileSystemType, StatFs, SuperBlock
+from ...vfs.inode import FileSystemType, InodeCache, StatFs, SuperBlock
 from . import csum as ck
 from . import file as f
 from . import write as w
@@ -424,7 +423,7 @@ class Ext4Super(SuperBlock):
                  info.start_transaction, info.end_transaction, info.replayed, info.revoked)
         # everything read so far may be stale: start over on the overlay
         self.bcache.invalidate(base)
-        self._icache = weakref.WeakValueDictionary()
+        self._icache = InodeCache()
         self.io = overlay
         self._load_super(overlay.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
         self._load_groups()
@@ -531,12 +530,13 @@ class Ext4Super(SuperBlock):
         raw, seed = self._read_inode(ino)
         return Ext4Inode(self, ino, raw, seed)
 
-    def get_inode(self, ino: int, referrer: str | None = None) -> Ext4Inode:
-        """The in-memory inode ``ino``; ``referrer`` names a directory entry pointing at it
-        (then reserved inode numbers are refused, as ext4_lookup does)."""
+    def get_inode(self, ino: int, referrer: tuple[int, bytes] | None = None) -> Ext4Inode:
+        """The in-memory inode ``ino``; ``referrer``, (directory inode, name), is the entry
+        pointing at it (then reserved inode numbers are refused, as ext4_lookup does)."""
         if referrer is not None and ino != EXT4_ROOT_INO and \
                 not self.first_ino <= ino <= self.inodes_count:
-            raise corrupted(f"ext4 {referrer}", f"bad inode number {ino}")
+            raise corrupted(f"ext4 directory inode {referrer[0]} entry {referrer[1]!r}",
+                            f"bad inode number {ino}")
         inode = self.iget(ino, self._load_inode)
         return inode  # type: ignore[return-value]
 
@@ -586,7 +586,7 @@ class Ext4Super(SuperBlock):
         log.info("%s: recovered %d transactions, %d blocks replayed, %d revoked",
                  dev.name, info.transactions, info.replayed, info.revoked)
         self.bcache.invalidate(dev)
-        self._icache = weakref.WeakValueDictionary()
+        self._icache = InodeCache()
         self._load_super(dev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
         self.incompat &= ~INCOMPAT_RECOVER
         self._load_groups()
