@@ -296,13 +296,6 @@ class Exporter:
             self._rootfd = self.sys.open(self.root, O_RDONLY | O_DIRECTORY)
         rel = path[2:].rstrip(b"/") or b"."
         fd = self.sys.openat(self._rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
-        # read it through once, as the walk did: the drivers then find its names without
-        # a hashed search each (ext4, xfs and btrfs keep what a full readdir met)
-        try:
-            while self.sys.getdents64(fd, 1 << 16):
-                pass
-        except OSError:
-            pass  # the walk reported it; lookups still work
         fds[path] = fd
         if len(fds) > 16:
             _old, old_fd = fds.popitem(last=False)

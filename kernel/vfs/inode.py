@@ -247,6 +247,22 @@ class Inode:
         """The last reference to an inode with no links went away: free it."""
 
 
+# A directory of a read-only filesystem looked up often (dcache misses, so distinct names)
+# has every name read into a table, and later lookups are a dictionary probe: a walk of the
+# tree looks up every name, while a few lookups should not read a large directory. The
+# table comes after LOOKUPS_FOR_TABLE lookups, or one per TABLE_BYTES_PER_LOOKUP bytes of
+# directory if more (reading the whole directory then costs about what the hashed searches
+# did).
+LOOKUPS_FOR_TABLE = 4
+TABLE_BYTES_PER_LOOKUP = 16384
+
+
+def table_now(lookups: int, dir_size: int) -> bool:
+    """Whether the ``lookups``-th lookup in a directory of ``dir_size`` bytes should read
+    every name into a table (true once only)."""
+    return lookups == max(LOOKUPS_FOR_TABLE, dir_size // TABLE_BYTES_PER_LOOKUP)
+
+
 class InodeCache:
     """Inode number -> the in-memory inode, as long as something else holds it (a dentry,
     an open file). Plain weak references, without WeakValueDictionary's callbacks (which cost

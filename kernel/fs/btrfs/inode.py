@@ -11,6 +11,7 @@ that subvolume's root directory, with the subvolume's own st_dev.
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from ...errors import corrupted, kerr
 from ...lib.crc import crc32c_raw
 from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN, S_IFDIR, makedev
 from ...vfs.filemap import zero_fill
-from ...vfs.inode import Extent, Inode
+from ...vfs.inode import Extent, Inode, table_now
 from .compress import decompress
 from .ondisk import (
     COMPRESS_NONE,
@@ -38,6 +39,8 @@ from .ondisk import (
     ROOT_ITEM_KEY,
     XATTR_ITEM_KEY,
 )
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .super import BtrfsSuper, Subvol
@@ -69,7 +72,7 @@ def _entries(data: memoryview, where: str) -> Iterator[tuple[tuple[int, int, int
 
 
 class BtrfsInode(Inode):
-    __slots__ = ("subvol", "flags", "_extents", "_names", "_seen")
+    __slots__ = ("subvol", "flags", "_extents", "_names", "_seen", "lookups")
 
     sb: BtrfsSuper
 
@@ -80,6 +83,7 @@ class BtrfsInode(Inode):
         # a directory read through by readdir keeps its names: lookups then need no search
         self._names: dict[bytes, tuple[int, int, int]] | None = None
         self._seen: tuple[dict[bytes, tuple[int, int, int]], int] | None = None
+        self.lookups = 0  # names looked up before the directory had _names
         self.flags = 0
         if item is None:  # a subvolume that is not there any more: an empty directory
             self.mode = S_IFDIR | 0o755
@@ -131,6 +135,16 @@ class BtrfsInode(Inode):
             if loc is None:
                 return None
             return self.sb.inode_at(self.subvol, loc, f"btrfs directory {self.ino} entry {name!r}")
+        self.lookups += 1
+        if table_now(self.lookups, self.size):
+            # looked up often (a walk of the tree): read every name once, as readdir does
+            try:
+                for _ in self.iterate(2):
+                    pass
+            except OSError as e:  # a damaged leaf: search by name, as before
+                log.warning("btrfs directory %d: %s; looking names up one by one", self.ino, e)
+            if self._names is not None:
+                return self.lookup(name)
         key = (self.ino, DIR_ITEM_KEY, name_hash(name))
         data = self.tree.get(key)
         if data is None:

@@ -62,7 +62,7 @@ def _xtime(sec: int, extra: int | None) -> int:
 class Ext4Inode(Inode):
     __slots__ = ("i_flags", "i_block", "file_acl", "extra_isize", "raw", "csum_seed", "_runs",
                  "_starts", "dir_cache", "_xattrs", "map_lo", "map_hi", "tblocks", "dir_state",
-                 "dtime", "orphan_next")
+                 "dtime", "orphan_next", "dir_names", "lookups")
 
     sb: Ext4Super
 
@@ -134,6 +134,8 @@ class Ext4Inode(Inode):
         self._runs: list[tuple[int, int, int, bool]] | None = None
         self._starts: list[int] = []
         self.dir_cache: object | None = None
+        self.dir_names: dict[bytes, int] | None = None  # read-only: every name, once looked up often
+        self.lookups = 0
         self._xattrs: list[xa.Entry] | None = None
         # write side: the map range changed since it was stored, the extent tree's blocks,
         # the directory's write state, deletion time and the orphan chain

@@ -17,6 +17,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from ...errors import EFSBADCRC, corrupted
+from ...vfs.inode import table_now
 from .csum import dx_csum
 from .dir import block_entries, dir_blocks, get_cache, is_dx_node, is_hashed, leaf_limit, parse_entries
 from .hash import dx_hash
@@ -60,6 +61,17 @@ def lookup(inode: Ext4Inode, name: bytes) -> int | None:
         return get_cache(inode).lookup(name)
     if inode.inline:
         return get_cache(inode).lookup(name)
+    names = inode.dir_names
+    if names is not None:
+        return names.get(name)
+    inode.lookups += 1
+    if table_now(inode.lookups, inode.size):
+        try:
+            names = inode.dir_names = _name_table(inode)
+            return names.get(name)
+        except OSError as e:  # a damaged block: search by name, as before
+            log.warning("ext4 directory inode %d: %s; looking names up one by one",
+                        inode.ino, e)
     if inode.i_flags & EXT4_INDEX_FL and sb.dir_index:
         try:
             return dx_find(inode, name)
@@ -73,6 +85,16 @@ def lookup(inode: Ext4Inode, name: bytes) -> int | None:
                     return ino
         return None
     return get_cache(inode).lookup(name)
+
+
+def _name_table(inode: Ext4Inode) -> dict[bytes, int]:
+    """name -> inode number of every entry: the blocks parsed once, in disk order (no
+    hashing; readdir's order is not needed to look names up)."""
+    names: dict[bytes, int] = {}
+    for lblk, pblk, buf in dir_blocks(inode):
+        for _off, ino, n, _ft in block_entries(inode, lblk, pblk, buf):
+            names[n] = ino
+    return names
 
 
 def _read_node(inode: Ext4Inode, lblk: int) -> tuple[int, bytearray]:

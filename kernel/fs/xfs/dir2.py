@@ -12,16 +12,20 @@ readdir cookies are data-space addresses in 8-byte units (Linux's
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...errors import corrupted
+from ...vfs.inode import table_now
 from . import ondisk as od
 from .da_btree import DATA_FORK, ascii_ci_hashname, da_hashname, read_dablock
 from .dir2_block import block_entries
 from .dir2_data import check_magic, entsize, iter_entries
 from .dir2_node import node_lookup
 from .dir2_sf import parse_sf
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .inode import XfsInode
@@ -90,6 +94,16 @@ def lookup(inode: XfsInode, name: bytes) -> tuple[int, int] | None:
                 if n.lower() == low:
                     return v
         return hit
+    inode.lookups += 1
+    if table_now(inode.lookups, inode.size):
+        # looked up often (a walk of the tree): read every name once, as readdir does
+        try:
+            for _ in iterate(inode, 0):
+                pass
+        except OSError as e:  # a damaged block: search by name, as before
+            log.warning("xfs directory inode %d: %s; looking names up one by one", inode.ino, e)
+        if inode.dir_table is not None:
+            return lookup(inode, name)
     if geo.asciici:
         return node_lookup(inode, name, ascii_ci_hashname(name), name.lower())
     return node_lookup(inode, name, da_hashname(name), None)

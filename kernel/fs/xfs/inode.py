@@ -53,7 +53,7 @@ def _ts(v: int, big: bool) -> int:
 class XfsInode(Inode):
     __slots__ = ("raw", "format", "aformat", "diflags", "diflags2", "forkoff", "nextents",
                  "anextents", "_maps", "dir_fmt", "dir_table", "xattr_list", "xattr_index", "_target",
-                 "dir_seen")
+                 "dir_seen", "lookups")
 
     sb: XfsSuper
 
@@ -66,6 +66,7 @@ class XfsInode(Inode):
         # names met while readdir walks a leaf or node directory from its start: once it
         # reaches the end they become dir_table, and lookups stop hashing (a read-only fs)
         self.dir_seen: tuple[dict[bytes, tuple[int, int]], int] | None = None
+        self.lookups = 0  # of names in this leaf or node directory, before it has dir_table
         self.xattr_list: list[tuple[int, bytes, bytes | None, int, int]] | None = None
         self.xattr_index: dict[tuple[int, bytes], tuple[bytes | None, int, int]] | None = None
         self._target: bytes | None = None

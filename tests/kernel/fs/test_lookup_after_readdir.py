@@ -1,9 +1,11 @@
 """Lookups give the same answers before and after readdir has walked a directory.
 
 xfs (leaf and node directories) and btrfs keep the names a complete readdir met and
-answer later lookups from them; ext4 keeps its parsed directory. A lookup of a name the
-dentry cache has not seen must find the same inode (or none) either way, subvolume
-entries included.
+answer later lookups from them; ext4 keeps its parsed directory. A directory looked up
+often (LOOKUPS_FOR_TABLE names) has its names read into a table. A lookup of a name the
+dentry cache has not seen must find the same inode (or none) every way: one by one (the
+hashed searches), from the table, after readdir; subvolume entries included, and a
+damaged block must not lose the names of the others.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import pytest
 from helpers import run, unpack_image
 
 import kernel
+import kernel.vfs.inode
 from kernel import Kernel
+
+MODES = ("one by one", "table", "readdir")
+
+
+@pytest.fixture
+def set_mode(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """``set_mode(mode)``: "one by one" never builds a name table (each lookup searches)."""
+    def apply(mode: str) -> None:
+        monkeypatch.setattr(kernel.vfs.inode, "LOOKUPS_FOR_TABLE", 1 << 30 if mode == "one by one"
+                            else 4)
+    return apply
 
 
 def _walk(k: Kernel, root: str, readdir_first: bool, paths: list[str]) -> dict[str, object]:
@@ -60,28 +74,68 @@ def _names_in(image: Path, limit: int) -> list[str]:
     return sorted(out[:limit])
 
 
-def _both_ways(image: Path, paths: list[str]) -> list[dict[str, object]]:
-    """``_walk`` in a fresh kernel without, then with, a readdir first."""
+def _every_way(image: Path, paths: list[str], set_mode) -> list[dict[str, object]]:  # noqa: ANN001
+    """``_walk`` in a fresh kernel for each of MODES."""
     results = []
-    for readdir_first in (False, True):
+    for mode in MODES:
+        set_mode(mode)
         with Kernel(mb=32) as k:
             root = k.mount_dev(k.disk_add(image, readonly=True))
-            results.append(_walk(k, root, readdir_first, paths))
+            results.append(_walk(k, root, mode == "readdir", paths))
     return results
 
 
 @pytest.mark.parametrize("name", ["btrfs-features.img", "btrfs-basic.img", "xfs-v5.img",
                                   "xfs-v4.img", "ext4-largedir.img"])
-def test_same_inodes_with_and_without_readdir(tmp_path: Path, name: str) -> None:
+def test_same_inodes_every_way(tmp_path: Path, name: str, set_mode) -> None:  # noqa: ANN001
     image = unpack_image(name, tmp_path)
     paths = _names_in(image, 4000)
     assert len(paths) > 8
-    results = _both_ways(image, paths)
-    assert results[0] == results[1]
+    results = _every_way(image, paths, set_mode)
+    assert results[0] == results[1] == results[2]
     assert all(v == errno.ENOENT for p, v in results[1].items() if p.endswith(".missing"))
 
 
-def test_big_btrfs_directory(tmp_path: Path) -> None:
+def test_damaged_block_loses_only_its_names(tmp_path: Path, set_mode) -> None:  # noqa: ANN001
+    """ext4: a hashed directory with one leaf block failing its checksum. The table cannot
+    be built; lookups fall back to the hashed search and find every name of the other
+    blocks, exactly as one-by-one lookups do."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i in range(400):
+        (src / "d" / f"file-{i:04d}-{'y' * 30}").write_bytes(b"%d" % i)
+    image = tmp_path / "e.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    run("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", src, image)
+    run("e2fsck", "-fyD", image, check=False)  # -D: index the directory (an htree)
+    out = run("debugfs", "-R", "blocks /d", image).stdout.split()
+    blocks = [int(b) for b in out]
+    assert len(blocks) > 4  # a root, leaves
+    with open(image, "r+b") as f:  # a leaf in the middle: damage an entry's name
+        f.seek(blocks[len(blocks) // 2] * 4096 + 200)
+        f.write(b"\xff" * 8)
+    paths = [f"d/{n}" for n in sorted(os.listdir(src / "d"))]
+    results = []
+    for mode in ("one by one", "table"):
+        set_mode(mode)
+        with Kernel(mb=32) as k:
+            root = k.mount_dev(k.disk_add(image, readonly=True))
+            got: dict[str, object] = {}
+            for p in paths:
+                try:
+                    got[p] = k.sys.lstat(f"{root}/{p}").st_ino
+                except OSError as e:
+                    got[p] = ("error", e.errno)
+            results.append(got)
+    assert results[0] == results[1]
+    lost = {v for v in results[1].values() if isinstance(v, tuple)}
+    assert lost <= {("error", errno.EBADMSG), ("error", errno.EUCLEAN)}, lost
+    nlost = sum(isinstance(v, tuple) for v in results[1].values())
+    assert 0 < nlost < len(paths) // 3  # the damaged block's names only
+
+
+def test_big_btrfs_directory(tmp_path: Path, set_mode) -> None:  # noqa: ANN001
     """A directory over many leaves: names found after a resumed readdir, and absent ones."""
     src = tmp_path / "src"
     (src / "d").mkdir(parents=True)
@@ -92,6 +146,6 @@ def test_big_btrfs_directory(tmp_path: Path) -> None:
         f.truncate(256 << 20)
     run("mkfs.btrfs", "-q", "-f", "--rootdir", src, image)
     paths = [f"d/{n}" for n in sorted(os.listdir(src / "d"))]
-    results = _both_ways(image, paths)
-    assert results[0] == results[1]
+    results = _every_way(image, paths, set_mode)
+    assert results[0] == results[1] == results[2]
     assert len({v for p, v in results[1].items() if not p.endswith(".missing")}) == 3000
