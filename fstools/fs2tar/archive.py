@@ -167,6 +167,7 @@ class _Writer:
                 raise
             raise ArchiveWriteError(getattr(e, "msg", None) or str(e)) from None
         self._zeros = bytes(self.CHUNK)
+        self._direct = -1  # memory mode: data bytes still to come of an entry sent directly
 
     def _new_handle(self) -> Any:
         """A libarchive writer of this format (and compression), not yet opened."""
@@ -232,15 +233,20 @@ class _Writer:
         if self._a is not self._mem_a:
             self._a = self._mem_a  # after an entry the other writer took
         if self._used.value + need > self.MEMORY or self._used.value > self.MEMORY // 2:
-            self.flush()
-            old = self._mem_a
-            self._mem_a = self._new_handle()  # a fresh writer, from the buffer's start
-            self._handles.remove(old)
-            _write_fail(old)
-            _write_free(old)
-            self._start_memory(self._mem_a)
+            self._restart()
         if need > self.MEMORY:
             self._a = self._callback_handle()
+
+    def _restart(self) -> None:
+        """Memory mode: hand on every byte, then go on with a fresh writer from the buffer's
+        start (whatever entry the old one was in is dropped with it)."""
+        self.flush()
+        old = self._mem_a
+        self._mem_a = self._a = self._new_handle()
+        self._handles.remove(old)
+        _write_fail(old)
+        _write_free(old)
+        self._start_memory(self._mem_a)
 
     def _big_blocks(self, out: str | int) -> None:
         """Write in 64 KiB blocks rather than tar's 10 KiB records (six times fewer system
@@ -269,6 +275,13 @@ class _Writer:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
         if not n:
+            return
+        if self._direct >= 0:  # memory mode, the data of a big entry: straight out
+            if n > self._direct:
+                raise ArchiveWriteError(f"short write ({self._direct} of {n} bytes)")
+            self._direct -= n
+            assert self._spill is not None
+            self._spill(data if isinstance(data, memoryview) else memoryview(data))
             return
         self._room()
         buf: Any = data
@@ -327,7 +340,16 @@ class _Writer:
 
 
 class TarWriter(_Writer):
-    """Write entries to a tar archive (a host path, a file descriptor, or memory)."""
+    """Write entries to a tar archive (a host path, a file descriptor, or memory).
+
+    In memory mode the data of an entry of DIRECT bytes or more (not sparse) does not go
+    through libarchive: once libarchive has written its header, the data is handed to
+    ``spill`` as it comes and padded to a 512-byte record here, which is what libarchive
+    would have written, without copying it into the buffer first."""
+
+    DIRECT = 64 << 10
+    _size = 0
+    _sparse = False
 
     def begin(self, path: bytes, mode: int, uid: int, gid: int, size: int,
               mtime_ns: int, atime_ns: int | None = None, ctime_ns: int | None = None,
@@ -336,6 +358,8 @@ class TarWriter(_Writer):
         e = self._entry
         _entry_clear(e)
         self._need = size + 3 * len(path) + (256 << 10)  # the most it takes, header included
+        self._size = size
+        self._sparse = False
         _set_pathname(e, path)
         _set_mode(e, mode)
         _set_uid(e, uid)
@@ -368,6 +392,8 @@ class TarWriter(_Writer):
     def set_hardlink(self, target: bytes) -> None:
         _set_hardlink(self._entry, target)
         _set_size(self._entry, 0)
+        self._need -= self._size
+        self._size = 0
 
     def set_rdev(self, major: int, minor: int) -> None:
         _set_rdevmajor(self._entry, major)
@@ -389,13 +415,21 @@ class TarWriter(_Writer):
 
     def add_sparse(self, offset: int, length: int) -> None:
         self._need += 48  # the map's text
+        self._sparse = True
         _sparse_add(self._entry, offset, length)
 
     def write_header(self) -> None:
+        direct = False
         if self._mem is not None:
-            self._place(self._need)
+            direct = self._size >= self.DIRECT and not self._sparse
+            self._place(self._need - self._size if direct else self._need)
         self._room()
         self._check(_write_header(self._a, self._entry))
+        if direct:
+            # the header is out; the data is ours to send: libarchive's writer, still in
+            # this entry, is dropped for a fresh one
+            self._restart()
+            self._direct = self._size
 
     def write_zeros(self, n: int) -> None:
         """Feed ``n`` zero bytes (a hole of a sparse entry: libarchive skips them)."""
@@ -406,6 +440,17 @@ class TarWriter(_Writer):
             n -= k
 
     def finish_entry(self) -> None:
+        if self._direct >= 0:
+            # as libarchive ends an entry: zeros for data not written, then the padding
+            left = self._direct + (-self._size % 512)
+            self._direct = -1
+            assert self._spill is not None
+            zeros = memoryview(self._zeros)
+            while left:
+                k = min(left, len(zeros))
+                self._spill(zeros[:k])
+                left -= k
+            return
         self._check(_write_finish_entry(self._a))
 
 
