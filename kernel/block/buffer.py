@@ -60,6 +60,9 @@ def _refs_when_idle() -> int:
 _IDLE_REFS = _refs_when_idle()
 
 
+SMALL_META = 64 << 10  # blocks up to this size of a read-only disk come through readahead
+
+
 class BufferCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
@@ -104,7 +107,12 @@ class BufferCache:
             return buf
         self.misses += 1
         data = bytearray(size)
-        bdev.readv(blocknr * size, [data])
+        if bdev.ro and size <= SMALL_META:
+            # a read-only disk: through its readahead windows, where the blocks around it
+            # (a directory's files, the next inodes) come with it
+            bdev.read_small(blocknr * size, memoryview(data))
+        else:
+            bdev.readv(blocknr * size, [data])
         buf = Buffer(bdev, blocknr, size, data)
         self._insert(buf)
         return buf
@@ -131,11 +139,17 @@ class BufferCache:
             out.append(buf)
         if run:
             runs.append((run[0].offset, run))
-        if runs:
-            bdev.submit_many([(off, [b.data for b in bufs]) for off, bufs in runs])
+        if not runs:
+            return out  # type: ignore[return-value]
+        if bdev.ro and size <= SMALL_META:
             for _off, bufs in runs:
                 for b in bufs:
-                    self._insert(b)
+                    bdev.read_small(b.offset, memoryview(b.data))
+        else:
+            bdev.submit_many([(off, [b.data for b in bufs]) for off, bufs in runs])
+        for _off, bufs in runs:
+            for b in bufs:
+                self._insert(b)
         return out  # type: ignore[return-value]
 
     def getblk(self, bdev: BlockDevice, blocknr: int, size: int) -> Buffer:
