@@ -12,6 +12,7 @@ and exits non-zero; a traceback appears only with ``--debug``. Exit codes:
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import sys
@@ -132,8 +133,16 @@ def mb_option(default: int = 64) -> Any:
                         help="Memory for the kernel's caches, in MiB (LKL's mb=).")
 
 
+# The kernel keeps many small objects (dentries, inodes, parsed blocks) and makes many more
+# per system call; with Python's default thresholds (700, 10, 10) the cycle collector runs
+# every few files and rescans what survives, about 8% of an export. Collecting young objects
+# every 50,000 allocations instead costs a few MB at most and a third of that time.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
 def main_entry(command: click.Command, prog: str) -> NoReturn:
     """Run a click command; a usage error is one line and exit status 2."""
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         command.main(prog_name=prog, standalone_mode=False)
     except click.UsageError as e:
