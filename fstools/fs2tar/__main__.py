@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any, BinaryIO
@@ -118,6 +119,7 @@ def export(image: str, out: str, *, fstype: str | None = None, part: int | None 
                 small = (st.f_files - st.f_ffree < SMALL_TREE if st.f_files
                          else used < SMALL_TREE_BYTES)
                 jobs = 1 if small else default_jobs()
+            gc.freeze()  # what exists now (modules, the mounted kernel) is never collected
             if jobs > 1:
                 stats = export_parallel(m.sys, m.root, target, out, fmt=fmt, compression=compression,
                                         jobs=jobs, keep_going=keep_going, verbose=verbose,
