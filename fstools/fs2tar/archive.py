@@ -284,15 +284,16 @@ class _Writer:
             self._spill(data if isinstance(data, memoryview) else memoryview(data))
             return
         self._room()
-        buf: Any = data
-        if isinstance(data, bytearray):
-            buf = (ctypes.c_char * n).from_buffer(data)
-        elif isinstance(data, memoryview):
-            if data.readonly:
-                buf = (ctypes.c_char * n).from_buffer_copy(data)
-            else:  # a view of a writable buffer: libarchive reads it in place
-                buf = (ctypes.c_char * n).from_buffer(data)
-        done = _write_data(self._a, buf, n)
+        # libarchive reads the caller's buffer in place; a ctypes array type per length
+        # would cost a new type for every file size met, so pass the first byte's address
+        if isinstance(data, bytes):
+            done = _write_data(self._a, data, n)
+        else:
+            if isinstance(data, memoryview) and data.readonly:
+                data = bytearray(data)
+            first = ctypes.c_char.from_buffer(data)  # holds the buffer while libarchive reads
+            done = _write_data(self._a, ctypes.addressof(first), n)
+            del first
         if done < 0:
             self._check(done)
         elif done != n:
@@ -362,16 +363,22 @@ class TarWriter(_Writer):
         self._sparse = False
         _set_pathname(e, path)
         _set_mode(e, mode)
-        _set_uid(e, uid)
-        _set_gid(e, gid)
+        if uid:  # a cleared entry's owner is 0 already
+            _set_uid(e, uid)
+        if gid:
+            _set_gid(e, gid)
         _set_size(e, size)
-        _set_mtime(e, *self._split(mtime_ns))
+        split = self._split
+        if mtime_ns >= 0:
+            _set_mtime(e, mtime_ns // 1_000_000_000, mtime_ns % 1_000_000_000)
+        else:
+            _set_mtime(e, *split(mtime_ns))
         if atime_ns is not None:
-            _set_atime(e, *self._split(atime_ns))
+            _set_atime(e, *split(atime_ns))
         if ctime_ns is not None:
-            _set_ctime(e, *self._split(ctime_ns))
+            _set_ctime(e, *split(ctime_ns))
         if btime_ns is not None:
-            _set_birthtime(e, *self._split(btime_ns))
+            _set_birthtime(e, *split(btime_ns))
 
     def _split(self, ns: int) -> tuple[int, int]:
         """(seconds, nanoseconds) as libarchive wants them.

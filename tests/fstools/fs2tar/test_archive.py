@@ -50,7 +50,10 @@ def _entries(w: TarWriter, rnd: random.Random) -> None:
         left = size if kind != "short" else size // 3  # libarchive writes zeros for the rest
         while left:
             n = min(left, 1 << 20)
-            w.write(bytearray(rnd.randbytes(n)) if kind != "big" else bytes(n))
+            chunk = rnd.randbytes(n) if kind != "big" else bytes(n)
+            # every kind of buffer a caller hands over: bytes, bytearray, views of either
+            w.write([chunk, bytearray(chunk), memoryview(chunk),
+                     memoryview(bytearray(chunk))[:n]][i % 4])
             left -= n
         w.finish_entry()
 
