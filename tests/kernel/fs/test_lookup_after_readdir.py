@@ -96,17 +96,23 @@ def test_same_inodes_every_way(tmp_path: Path, name: str, set_mode) -> None:  # 
     assert all(v == errno.ENOENT for p, v in results[1].items() if p.endswith(".missing"))
 
 
+def _one_dir(tmp_path: Path, names: list[str], mib: int) -> tuple[Path, Path]:
+    """A source tree of one directory ``d`` holding ``names``, and an empty image file."""
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for i, name in enumerate(names):
+        (src / "d" / name).write_bytes(b"%d" % i)
+    image = tmp_path / "fs.img"
+    with open(image, "wb") as f:
+        f.truncate(mib << 20)
+    return src, image
+
+
 def test_damaged_block_loses_only_its_names(tmp_path: Path, set_mode) -> None:  # noqa: ANN001
     """ext4: a hashed directory with one leaf block failing its checksum. The table cannot
     be built; lookups fall back to the hashed search and find every name of the other
     blocks, exactly as one-by-one lookups do."""
-    src = tmp_path / "src"
-    (src / "d").mkdir(parents=True)
-    for i in range(400):
-        (src / "d" / f"file-{i:04d}-{'y' * 30}").write_bytes(b"%d" % i)
-    image = tmp_path / "e.img"
-    with open(image, "wb") as f:
-        f.truncate(64 << 20)
+    src, image = _one_dir(tmp_path, [f"file-{i:04d}-{'y' * 30}" for i in range(400)], 64)
     run("mkfs.ext4", "-q", "-F", "-b", "4096", "-d", src, image)
     run("e2fsck", "-fyD", image, check=False)  # -D: index the directory (an htree)
     out = run("debugfs", "-R", "blocks /d", image).stdout.split()
@@ -137,13 +143,7 @@ def test_damaged_block_loses_only_its_names(tmp_path: Path, set_mode) -> None:  
 
 def test_big_btrfs_directory(tmp_path: Path, set_mode) -> None:  # noqa: ANN001
     """A directory over many leaves: names found after a resumed readdir, and absent ones."""
-    src = tmp_path / "src"
-    (src / "d").mkdir(parents=True)
-    for i in range(3000):
-        (src / "d" / f"name-{i:05d}-{'x' * (i % 40)}").write_bytes(b"%d" % i)
-    image = tmp_path / "b.img"
-    with open(image, "wb") as f:
-        f.truncate(256 << 20)
+    src, image = _one_dir(tmp_path, [f"name-{i:05d}-{'x' * (i % 40)}" for i in range(3000)], 256)
     run("mkfs.btrfs", "-q", "-f", "--rootdir", src, image)
     paths = [f"d/{n}" for n in sorted(os.listdir(src / "d"))]
     results = _every_way(image, paths, set_mode)
