@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="small datasets (5,000 files, 64 MiB file) for a fast check")
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (median)")
-    ap.add_argument("--only", nargs="*", default=None, help="workloads to run, by the start of their names (fs2tar, cptofs, lklfuse, ...)")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="workloads to run, by the start of their names (fs2tar, cptofs, ...)")
     ap.add_argument("--fs", nargs="*", default=["ext4", "btrfs", "xfs"], help="filesystems")
     ap.add_argument("--work", type=Path, default=HERE / "work", help="where datasets live")
     args = ap.parse_args(argv)
