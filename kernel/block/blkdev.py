@@ -67,6 +67,7 @@ class QueueLimits:
 
 RA_WINDOW = 128 * 1024  # readahead window for small reads
 RA_WINDOWS = 64  # windows kept per disk (8 MiB)
+SMALL_CACHED = 64 * 1024  # read_cached: reads up to this size of a read-only disk
 
 
 class ReadCache:
@@ -195,6 +196,15 @@ class BlockDevice:
         if length:
             self.readv(offset, [buf])
         return buf
+
+    def read_cached(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` from ``offset``: a small read of a read-only disk through its
+        readahead windows (the blocks around it come with it), anything else as one
+        request. For metadata and small file data of read-only filesystems."""
+        if self.ro and len(buf) <= SMALL_CACHED:
+            self.read_small(offset, buf)
+        else:
+            self.readv(offset, [buf])
 
     def read_small(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` from ``offset`` through the disk's readahead windows.

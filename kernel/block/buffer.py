@@ -22,7 +22,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .blkdev import BlockDevice
+from .blkdev import SMALL_CACHED, BlockDevice
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,6 @@ def _refs_when_idle() -> int:
 
 
 _IDLE_REFS = _refs_when_idle()
-
-
-SMALL_META = 64 << 10  # blocks up to this size of a read-only disk come through readahead
 
 
 class BufferCache:
@@ -107,12 +104,9 @@ class BufferCache:
             return buf
         self.misses += 1
         data = bytearray(size)
-        if bdev.ro and size <= SMALL_META:
-            # a read-only disk: through its readahead windows, where the blocks around it
-            # (a directory's files, the next inodes) come with it
-            bdev.read_small(blocknr * size, memoryview(data))
-        else:
-            bdev.readv(blocknr * size, [data])
+        # a read-only disk: through its readahead windows, where the blocks around it (a
+        # directory's files, the next inodes) come with it
+        bdev.read_cached(blocknr * size, memoryview(data))
         buf = Buffer(bdev, blocknr, size, data)
         self._insert(buf)
         return buf
@@ -141,10 +135,10 @@ class BufferCache:
             runs.append((run[0].offset, run))
         if not runs:
             return out  # type: ignore[return-value]
-        if bdev.ro and size <= SMALL_META:
+        if bdev.ro and size <= SMALL_CACHED:
             for _off, bufs in runs:
                 for b in bufs:
-                    bdev.read_small(b.offset, memoryview(b.data))
+                    bdev.read_cached(b.offset, memoryview(b.data))
         else:
             bdev.submit_many([(off, [b.data for b in bufs]) for off, bufs in runs])
         for _off, bufs in runs:

@@ -141,7 +141,9 @@ class Fs:
             copies = self.map(logical, ns)
             err: OSError | None = None
             for p in copies:
-                data = bytes(self.dev.read(p, ns))
+                buf = bytearray(ns)
+                self.dev.read_cached(p, memoryview(buf))
+                data = bytes(buf)
                 try:
                     n = self._verify(logical, data, owner)
                     break

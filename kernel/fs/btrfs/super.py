@@ -288,11 +288,15 @@ class BtrfsSuper(SuperBlock):
         sums = self._csums(start, stop) if verify and self.csum_tree is not None else {}
         last: OSError | None = None
         for p in copies:
-            data = bytes(fs.dev.read(p, stop - start))
+            buf = bytearray(stop - start)
+            data = memoryview(buf)
+            fs.dev.read_cached(p, data)
             bad = [s for s, c in sums.items()
-                   if fs.csum(memoryview(data)[s - start:s - start + ss])[:fs.csum_len] != c]  # type: ignore[operator]
+                   if fs.csum(data[s - start:s - start + ss])[:fs.csum_len] != c]  # type: ignore[operator]
             if not bad:
-                return data[logical - start:logical - start + length]
+                if logical == start and length == len(buf):
+                    return bytes(buf)
+                return bytes(data[logical - start:logical - start + length])
             last = corrupted(where, f"data checksum mismatch at logical {bad[0]}", errno.EIO)
         assert last is not None
         raise last
