@@ -128,12 +128,14 @@ class XfsSuper(SuperBlock):
         bs = geo.blocksize
         base = agno * geo.agblocks
         bpc = geo.blocks_per_cluster
-        if bpc > 1:
+        bc = self.bcache
+        if bpc > 1 and bc.peek(self.xdev, base + agbno, bs) is None:
+            # a miss reads the inode's whole cluster: its neighbours are usually next
             start = agbno - agbno % bpc
             n = min(bpc, geo.ag_length(agno) - start)
-            buf = self.bcache.bread_many(self.xdev, base + start, n, bs)[agbno - start]
+            buf = bc.bread_many(self.xdev, base + start, n, bs)[agbno - start]
         else:
-            buf = self.bcache.bread(self.xdev, base + agbno, bs)
+            buf = bc.bread(self.xdev, base + agbno, bs)
         off = idx * geo.inodesize
         return XfsInode(self, ino, bytes(buf.data[off:off + geo.inodesize]))
 
