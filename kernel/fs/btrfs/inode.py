@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ...errors import corrupted, kerr
 from ...lib.crc import crc32c_raw
@@ -34,6 +34,7 @@ from .ondisk import (
     FILE_EXTENT_PREALLOC,
     FILE_EXTENT_REG,
     INODE_ITEM,
+    INODE_ITEM_KEY,
     INODE_NODATASUM,
     INODE_REF_KEY,
     ROOT_ITEM_KEY,
@@ -71,15 +72,57 @@ def _entries(data: memoryview, where: str) -> Iterator[tuple[tuple[int, int, int
         yield (oid, typ, off), ftype, name, value
 
 
+PREFETCH_EXTENTS = 32  # a file's extents read with its inode item, if it has no more
+
+
+class FirstItems(NamedTuple):
+    """What follows an inode item in its tree, read in the same walk: the xattr items and
+    a file's extent items, each list None when it may be incomplete."""
+
+    xattrs: list[memoryview] | None
+    extents: list[tuple[int, memoryview]] | None
+
+
+def first_items(tree, ino: int) -> tuple[memoryview | None, FirstItems]:  # noqa: ANN001
+    """The inode item of ``ino`` and the items after it that every stat, listxattr and
+    read wants (one walk of the tree instead of one per kind)."""
+    inode_item = None
+    xattrs: list[memoryview] = []
+    extents: list[tuple[int, memoryview]] = []
+    xattrs_done = extents_done = False
+    for (_oid, typ, off), data in tree.items((ino, INODE_ITEM_KEY, 0), (ino + 1, 0, 0)):
+        if typ == INODE_ITEM_KEY:
+            if off == 0 and inode_item is None:
+                inode_item = data
+            continue
+        if inode_item is None:
+            break  # no inode item first: the caller reports it
+        if typ == XATTR_ITEM_KEY:
+            xattrs.append(data)
+            continue
+        if typ < XATTR_ITEM_KEY:
+            continue  # references to the inode
+        xattrs_done = True
+        if typ != EXTENT_DATA_KEY or len(extents) == PREFETCH_EXTENTS:
+            break  # a directory's entries, or a file of many extents: read when wanted
+        extents.append((off, data))
+    else:
+        xattrs_done = extents_done = True  # every item of the inode was seen
+    return inode_item, FirstItems(xattrs if xattrs_done else None,
+                                  extents if extents_done else None)
+
+
 class BtrfsInode(Inode):
-    __slots__ = ("subvol", "flags", "_extents", "_names", "_seen", "lookups")
+    __slots__ = ("subvol", "flags", "_extents", "_names", "_seen", "lookups", "_first")
 
     sb: BtrfsSuper
 
-    def __init__(self, sb: BtrfsSuper, subvol: Subvol, ino: int, item: memoryview | None) -> None:
+    def __init__(self, sb: BtrfsSuper, subvol: Subvol, ino: int, item: memoryview | None,
+                 first: FirstItems | None = None) -> None:
         super().__init__(sb, ino)
         self.subvol = subvol
         self._extents: list[tuple[int, int, int, memoryview]] | None = None
+        self._first = first  # read with the inode item (first_items)
         # a directory read through by readdir keeps its names: lookups then need no search
         self._names: dict[bytes, tuple[int, int, int]] | None = None
         self._seen: tuple[dict[bytes, tuple[int, int, int]], int] | None = None
@@ -202,8 +245,11 @@ class BtrfsInode(Inode):
         if exts is None:
             exts = []
             where = f"btrfs inode {self.ino} extent"
-            for (_o, _t, off), data in self.tree.items((self.ino, EXTENT_DATA_KEY, 0),
-                                                      (self.ino, EXTENT_DATA_KEY + 1, 0)):
+            first = self._first.extents if self._first is not None else None
+            if first is None:
+                first = [(off, data) for (_o, _t, off), data in self.tree.items(
+                    (self.ino, EXTENT_DATA_KEY, 0), (self.ino, EXTENT_DATA_KEY + 1, 0))]
+            for off, data in first:
                 if len(data) < FILE_EXTENT.size:
                     raise corrupted(where, f"item at {off} truncated")
                 _g, ram, _c, _e, _o2, typ = FILE_EXTENT.unpack_from(data, 0)
@@ -300,8 +346,11 @@ class BtrfsInode(Inode):
             return []
         out = []
         where = f"btrfs inode {self.ino} xattr"
-        for _k, data in self.tree.items((self.ino, XATTR_ITEM_KEY, 0),
-                                         (self.ino, XATTR_ITEM_KEY + 1, 0)):
+        items = self._first.xattrs if self._first is not None else None
+        if items is None:
+            items = [data for _k, data in self.tree.items((self.ino, XATTR_ITEM_KEY, 0),
+                                                          (self.ino, XATTR_ITEM_KEY + 1, 0))]
+        for data in items:
             for _loc, _ft, name, value in _entries(data, where):
                 out.append((name, value))
         return out

@@ -18,7 +18,7 @@ from ...errors import EFSBADCRC, corrupted, kerr
 from ...uapi import MS_RDONLY
 from ...vfs.inode import FileSystemType, StatFs, SuperBlock
 from .ctree import Fs, Tree, load_chunk_tree
-from .inode import BtrfsInode, _entries, name_hash
+from .inode import BtrfsInode, _entries, first_items, name_hash
 from .ondisk import (
     BTRFS_MAGIC,
     CHUNK,
@@ -259,10 +259,10 @@ class BtrfsSuper(SuperBlock):
         def load(_k: int) -> BtrfsInode:
             if sv.tree is None:
                 return BtrfsInode(self, sv, ino, None)
-            data = sv.tree.get((ino, INODE_ITEM_KEY, 0))
+            data, rest = first_items(sv.tree, ino)
             if data is None:
                 raise corrupted(f"btrfs subvolume {sv.id}", f"inode {ino} has no inode item")
-            return BtrfsInode(self, sv, ino, data)
+            return BtrfsInode(self, sv, ino, data, rest)
 
         return self.iget(key, load)  # type: ignore[return-value]
 

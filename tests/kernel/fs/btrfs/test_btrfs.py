@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -258,3 +259,52 @@ def test_bad_superblocks_and_truncation(tmp_path: Path) -> None:
                 root = mount(k, p)
                 kernel_manifest(k.sys, root)
             assert e.value.errno in codes, (what, e.value)
+
+
+def test_inode_read_with_its_items(tmp_path) -> None:
+    """An inode's xattrs and a file's first extents come with its inode item (one walk of
+    the tree); a file with more extents than that reads them when wanted. Both read back
+    what the host kernel wrote, and a directory's entries are not taken for a file's."""
+    import random
+
+    from helpers import LoopMount, run
+
+    import kernel.fs.btrfs.inode as btrfs_inode
+
+    image = tmp_path / "frag.img"
+    with open(image, "wb") as f:
+        f.truncate(256 << 20)
+    run("mkfs.btrfs", "-q", "-f", image)
+    rnd = random.Random(3)
+    want: dict[str, bytes] = {}
+    with LoopMount(image, tmp_path / "mnt", options="rw") as mnt:
+        for name, pieces in (("few", 3), ("many", btrfs_inode.PREFETCH_EXTENTS + 8)):
+            p = mnt / name
+            with open(p, "wb") as f:
+                for i in range(pieces):  # a hole between pieces: one extent each
+                    f.seek(i * 65536)
+                    f.write(rnd.randbytes(4096 + i))
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.setxattr(p, "user.n", name.encode())
+            want[name] = p.read_bytes()
+        (mnt / "d").mkdir()
+        os.setxattr(mnt / "d", "user.n", b"d")
+        for i in range(50):
+            (mnt / "d" / f"e{i}").write_bytes(b"x")
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(image, readonly=True))
+        for name, data in want.items():
+            fd = k.sys.open(f"{root}/{name}", kernel.O_RDONLY)
+            inode = k.sys._task.files.get(fd).inode
+            assert k.sys.flistxattr(fd) == [b"user.n"]
+            assert k.sys.fgetxattr(fd, b"user.n") == name.encode()
+            assert k.sys.pread(fd, len(data) + 10, 0) == data
+            assert (inode._first.extents is None) == (name == "many")
+            k.sys.close(fd)
+        assert k.sys.getxattr(f"{root}/d", b"user.n") == b"d"
+        dfd = k.sys.open(f"{root}/d", kernel.O_RDONLY | kernel.O_DIRECTORY)
+        names = []
+        while batch := k.sys.getdents64(dfd):
+            names += [os.fsdecode(e.d_name) for e in batch if e.d_name not in (b".", b"..")]
+        assert sorted(names) == sorted(f"e{i}" for i in range(50))
