@@ -197,11 +197,15 @@ class BlockDevice:
             self.readv(offset, [buf])
         return buf
 
+    def reads_cached(self, length: int) -> bool:
+        """Whether ``read_cached`` serves a read of ``length`` bytes from the windows."""
+        return self.ro and length <= SMALL_CACHED
+
     def read_cached(self, offset: int, buf: memoryview) -> None:
         """Fill ``buf`` from ``offset``: a small read of a read-only disk through its
         readahead windows (the blocks around it come with it), anything else as one
         request. For metadata and small file data of read-only filesystems."""
-        if self.ro and len(buf) <= SMALL_CACHED:
+        if self.reads_cached(len(buf)):
             self.read_small(offset, buf)
         else:
             self.readv(offset, [buf])

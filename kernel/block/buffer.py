@@ -22,7 +22,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .blkdev import SMALL_CACHED, BlockDevice
+from .blkdev import BlockDevice
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,10 @@ class BufferCache:
             runs.append((run[0].offset, run))
         if not runs:
             return out  # type: ignore[return-value]
-        if bdev.ro and size <= SMALL_CACHED:
+        if bdev.reads_cached(size):  # block by block: most come out of one window
             for _off, bufs in runs:
                 for b in bufs:
-                    bdev.read_cached(b.offset, memoryview(b.data))
+                    bdev.read_small(b.offset, memoryview(b.data))
         else:
             bdev.submit_many([(off, [b.data for b in bufs]) for off, bufs in runs])
         for _off, bufs in runs:

@@ -63,6 +63,18 @@ def _fill(inode: Inode, bdev: BlockDevice, first: int, dest: memoryview, zeroed:
         bdev.submit_many(big)
 
 
+def _read_one_run(inode: Inode, bdev: BlockDevice, offset: int, dest: memoryview) -> bool:
+    """The common small read: when one written extent maps all of ``dest``'s range, copy
+    it straight out of a readahead window (True); else leave it to the general path."""
+    bs = inode.sb.blocksize
+    first = offset // bs
+    pblk = inode.mapped_run(first, (offset + len(dest) - 1) // bs + 1)
+    if pblk < 0:
+        return False
+    bdev.read_small(pblk * bs + offset - first * bs, dest)
+    return True
+
+
 def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> bytes:
     """Up to ``size`` bytes of ``inode`` from ``offset`` (short at end of file)."""
     size = min(size, inode.size - offset)
@@ -72,10 +84,8 @@ def read_mapped(inode: Inode, bdev: BlockDevice, offset: int, size: int) -> byte
     first = offset // bs
     last = (offset + size - 1) // bs + 1
     if size <= SMALL_READ:
-        pblk = inode.mapped_run(first, last)
-        if pblk >= 0:  # the common small read: one copy out of a readahead window
-            out = bytearray(size)
-            bdev.read_small(pblk * bs + offset - first * bs, memoryview(out))
+        out = bytearray(size)
+        if _read_one_run(inode, bdev, offset, memoryview(out)):
             return bytes(out)
     buf = bytearray((last - first) * bs)
     _fill(inode, bdev, first, memoryview(buf), True)
@@ -93,12 +103,8 @@ def read_mapped_into(inode: Inode, bdev: BlockDevice, offset: int, dest: memoryv
     if size <= 0:
         return 0
     bs = inode.sb.blocksize
-    if size <= SMALL_READ:
-        first = offset // bs
-        pblk = inode.mapped_run(first, (offset + size - 1) // bs + 1)
-        if pblk >= 0:  # the common small read: straight from a readahead window
-            bdev.read_small(pblk * bs + offset - first * bs, dest[:size])
-            return size
+    if size <= SMALL_READ and _read_one_run(inode, bdev, offset, dest[:size]):
+        return size
     if offset % bs or size <= _SMALL_INTO:
         # small or unaligned: one read of whole blocks, then a copy
         data = read_mapped(inode, bdev, offset, size)

@@ -287,9 +287,6 @@ class InodeCache:
                 del refs[k]
             self._sweep_at = max(1024, 2 * len(refs))
 
-    def __len__(self) -> int:
-        return sum(1 for r in self._refs.values() if r() is not None)
-
 
 class SuperBlock:
     """Base of every driver's mounted-filesystem object."""
