@@ -76,13 +76,21 @@ def _rl_from_disk(n: int, bs: int) -> int:
 
 
 class DirState:
-    """Where each name lives (logical block) and each block's largest gap."""
+    """Where each name lives (logical block) and each block's largest gap.
 
-    __slots__ = ("locs", "free")
+    ``hints`` remembers, per leaf block this mount changed, the record the last insert
+    made (offset, its slack) and the largest slack of every other record: the next insert
+    that only that record can take goes there without walking the block. ``dx`` holds
+    the parsed index nodes (by logical block) until the index next changes.
+    """
+
+    __slots__ = ("locs", "free", "hints", "dx")
 
     def __init__(self, locs: dict[bytes, int], free: list[int]) -> None:
         self.locs = locs
         self.free = free
+        self.hints: dict[int, tuple[int, int, int]] = {}
+        self.dx: dict[int, tuple[list[int], list[tuple[int, int]]]] = {}
 
 
 # -- one block -----------------------------------------------------------------------------
@@ -136,13 +144,29 @@ def _put_entry(data: bytearray, off: int, rl: int, ino: int, name: bytes, ft: in
 
 
 def _insert_in_block(inode: Ext4Inode, data: bytearray, name: bytes, ino: int, ft: int,
-                     where: str) -> tuple[int, int] | None:
+                     st: DirState, lblk: int) -> tuple[int, int] | None:
     """Put the entry in the first record with room; (its offset, the block's new largest
-    gap) or None. The whole block is validated (``_walk``) before it changes."""
+    gap) or None. The whole block is validated (``_walk``) before it first changes; after
+    that the block's hint (see DirState) places an entry that only one record can take."""
     bs = inode.sb.blocksize
-    need = rec_len_needed(len(name))
+    need = (8 + len(name) + 3) & ~3
+    hint = st.hints.get(lblk)
+    if hint is not None:
+        off, slack, other = hint
+        if other < need <= slack:
+            cur, rl, nl, _ft = _DE.unpack_from(data, off)
+            if bs == 65536:
+                rl = _rl_from_disk(rl, bs)
+            used = (8 + nl + 3) & ~3
+            if cur and rl - used == slack and off + rl <= _limit(inode):
+                _DE.pack_into(data, off, cur, _rl_to_disk(used), nl, data[off + 7])
+                _put_entry(data, off + used, rl - used, ino, name, ft, bs)
+                left = rl - used - need
+                st.hints[lblk] = (off + used, left, other)
+                return off + used, max(other, left)
     fit: tuple[int, int, int, int] | None = None
     best = 0  # the largest gap of the records the entry does not go into
+    where = f"ext4 directory inode {inode.ino} block {lblk}"
     for rec in _walk(data, _limit(inode), bs, where):
         _off, cur, rl, nl = rec
         slack = rl - rec_len_needed(nl) if cur else rl
@@ -151,13 +175,16 @@ def _insert_in_block(inode: Ext4Inode, data: bytearray, name: bytes, ino: int, f
         elif slack > best:
             best = slack
     if fit is None:
+        st.hints.pop(lblk, None)
         return None
     off, cur, rl, nl = fit
     used = rec_len_needed(nl) if cur else 0
     if cur:
         _DE.pack_into(data, off, cur, _rl_to_disk(used), nl, data[off + 7])
     _put_entry(data, off + used, rl - used, ino, name, ft, bs)
-    return off + used, max(best, rl - used - need)
+    left = rl - used - need
+    st.hints[lblk] = (off + used, left, best)
+    return off + used, max(best, left)
 
 
 def _new_leaf(inode: Ext4Inode) -> bytearray:
@@ -258,13 +285,13 @@ def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int | None:
     sb = inode.sb
     st = _state(inode)
     need = rec_len_needed(len(name))
-    where = f"ext4 directory inode {inode.ino}"
     for lblk, gap in enumerate(st.free):
         if gap >= need:
             buf = _block(inode, lblk)
-            res = _insert_in_block(inode, buf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+            res = _insert_in_block(inode, buf.data, name, ino, ft, st, lblk)  # type: ignore[attr-defined]
             if res is None:
-                raise corrupted(where, f"block {lblk} has no room it claimed")
+                raise corrupted(f"ext4 directory inode {inode.ino}",
+                                f"block {lblk} has no room it claimed")
             st.free[lblk] = res[1]
             st.locs[name] = lblk
             _finish_leaf(inode, buf)
@@ -275,7 +302,7 @@ def _linear_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int | None:
         return None
     lblk, buf = _append_block(inode)
     data = _new_leaf(inode)
-    res = _insert_in_block(inode, data, name, ino, ft, where)
+    res = _insert_in_block(inode, data, name, ino, ft, st, lblk)
     assert res is not None
     buf.data[:] = data  # type: ignore[attr-defined]
     st.free[lblk] = res[1]
@@ -307,6 +334,9 @@ def _write_dx(inode: Ext4Inode, buf: object, off: int, limit: int,
     data = buf.data  # type: ignore[attr-defined]
     if len(entries) > limit:
         raise AssertionError("dx node overflow")
+    st = inode.dir_state
+    if isinstance(st, DirState):
+        st.dx.clear()
     _CL.pack_into(data, off, limit, len(entries))
     struct.pack_into("<I", data, off + 4, entries[0][1])
     for i in range(1, len(entries)):
@@ -397,6 +427,7 @@ def _make_indexed(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> None:
     st.locs = {t[2]: l1 for t in items[:m]}
     st.locs.update({t[2]: l2 for t in items[m:]})
     st.free = [0] * (inode.size // bs)
+    st.hints.clear()
     _dx_add(inode, name, ino, ft)
 
 
@@ -414,19 +445,23 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int:
     # the path: (buffer, entries offset, limit, entries, chosen index)
     path: list[tuple[object, int, int, list[tuple[int, int]], int]] = []
     buf, off, limit = buf0, DX_ROOT_ENTRIES_OFFSET, root_limit
+    node = 0  # the index node's logical block (the root's is 0)
     for level in range(levels + 1):
-        entries = _read_dx(buf.data, off)  # type: ignore[attr-defined]
-        if not entries:
-            raise corrupted(f"ext4 directory inode {inode.ino}", "empty htree node")
-        i = bisect.bisect_right([e[0] for e in entries], major) - 1
-        i = max(i, 0)
+        parsed = st.dx.get(node)
+        if parsed is None:
+            entries = _read_dx(buf.data, off)  # type: ignore[attr-defined]
+            if not entries:
+                raise corrupted(f"ext4 directory inode {inode.ino}", "empty htree node")
+            parsed = st.dx[node] = ([e[0] for e in entries], entries)
+        hashes, entries = parsed
+        i = max(bisect.bisect_right(hashes, major) - 1, 0)
         path.append((buf, off, limit, entries, i))
         if level < levels:
-            buf, off, limit = _block(inode, entries[i][1]), DX_NODE_ENTRIES_OFFSET, node_limit
+            node = entries[i][1]
+            buf, off, limit = _block(inode, node), DX_NODE_ENTRIES_OFFSET, node_limit
     leaf_lblk = path[-1][3][path[-1][4]][1]
     leaf = _block(inode, leaf_lblk)
-    where = f"ext4 directory inode {inode.ino} block {leaf_lblk}"
-    res = _insert_in_block(inode, leaf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+    res = _insert_in_block(inode, leaf.data, name, ino, ft, st, leaf_lblk)  # type: ignore[attr-defined]
     if res is not None:
         st.locs[name] = leaf_lblk
         _finish_leaf(inode, leaf)
@@ -438,6 +473,8 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int:
     nl, nbuf = _append_block(inode)
     leaf.data[:] = _fill_leaf(inode, items[:m])  # type: ignore[attr-defined]
     nbuf.data[:] = _fill_leaf(inode, items[m:])  # type: ignore[attr-defined]
+    st.hints.pop(leaf_lblk, None)
+    st.hints.pop(nl, None)
     for t in items[m:]:
         st.locs[t[2]] = nl
     # re-find the index node holding the leaf's entry (make_room may have moved it)
@@ -446,11 +483,11 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int:
     # collision bit a lookup finds it in either)
     target = (leaf_lblk, leaf) if major < h2 & ~1 else (nl, nbuf)
     tl, tbuf = target
-    res = _insert_in_block(inode, tbuf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+    res = _insert_in_block(inode, tbuf.data, name, ino, ft, st, tl)  # type: ignore[attr-defined]
     if res is None:
         # the half that should take it is still full (very long names): the other half
         tl, tbuf = (leaf_lblk, leaf) if tbuf is nbuf else (nl, nbuf)
-        res = _insert_in_block(inode, tbuf.data, name, ino, ft, where)  # type: ignore[attr-defined]
+        res = _insert_in_block(inode, tbuf.data, name, ino, ft, st, tl)  # type: ignore[attr-defined]
         if res is None:
             raise kerr(errno.ENOSPC, f"ext4 directory inode {inode.ino}", "htree leaf full")
     st.locs[name] = tl
@@ -566,6 +603,7 @@ def delete_entry(inode: Ext4Inode, name: bytes) -> None:
         recs[k] = (off, 0, rl, _nl)
     del st.locs[name]
     st.free[lblk] = _gap(recs)
+    st.hints.pop(lblk, None)
     _finish_leaf(inode, buf)
     if inode.dir_cache is not None:
         inode.dir_cache.remove(name)  # type: ignore[attr-defined]
