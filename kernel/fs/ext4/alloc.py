@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ...errors import corrupted, kerr
@@ -351,12 +351,14 @@ class Allocator:
             self._mark(g, i, n, False)
 
     # -- inodes -------------------------------------------------------------------------------
-    def _pick_group(self, parent_group: int, is_dir: bool) -> list[int]:
+    def _pick_group(self, parent_group: int, is_dir: bool) -> Iterable[int]:
         """Groups to try, in order, for a new inode."""
         n = self.sb.group_count
-        order = [(parent_group + k) % n for k in range(n)]
         if not is_dir or n == 1:
-            return order
+            # the parent's group, then the ones after it (a generator: most inodes are
+            # placed in the first group it names)
+            return ((parent_group + k) % n for k in range(n))
+        order = [(parent_group + k) % n for k in range(n)]
         avg_inodes = self.free_inodes // n
         avg_blocks = self.free_clusters // n
         good = [g for g in range(n)

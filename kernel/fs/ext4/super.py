@@ -20,7 +20,6 @@ import contextlib
 import errno
 import logging
 import struct
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ...block.overlay import OverlayDevice
@@ -142,6 +141,25 @@ _DESC32 = struct.Struct("<IIIHHHHIHHHH")
 _DESC64 = struct.Struct("<IIIHHHHIHHHHIIIHHHHIHHI")
 
 
+class _Transaction:
+    """One operation's changes (the context ``Ext4Super.transaction`` returns; nests):
+    when the outermost ends, the superblock stores and commits what piled up."""
+
+    __slots__ = ("sb",)
+
+    def __init__(self, sb: Ext4Super) -> None:
+        self.sb = sb
+
+    def __enter__(self) -> None:
+        self.sb._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        sb = self.sb
+        sb._depth -= 1
+        if not sb._depth:
+            sb._end_transaction()
+
+
 class Ext4Super(SuperBlock):
     """A mounted ext2/3/4 filesystem (read-only for now)."""
 
@@ -164,6 +182,7 @@ class Ext4Super(SuperBlock):
         self.last_orphan = 0  # head of the on-disk orphan list (s_last_orphan)
         self.super_dirty = False
         self._depth = 0
+        self._txn = _Transaction(self)
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
         # file data waiting to be written in one batch: (device offset, bytes), their blocks
         self._data: list[tuple[int, memoryview]] = []
@@ -771,20 +790,10 @@ class Ext4Super(SuperBlock):
         buf.data[o:o + isize] = raw
         self.bcache.mark_dirty(buf)
 
-    @contextlib.contextmanager
-    def _txn(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if not self._depth:
-                self._end_transaction()
-
     def transaction(self) -> contextlib.AbstractContextManager[object]:
         if self.rdonly:
             return contextlib.nullcontext()
-        return self._txn()
+        return self._txn
 
     def _end_transaction(self) -> None:
         """Between two system calls: store what piled up, commit when it is time.

@@ -69,10 +69,8 @@ def _enc_time(ns: int, extra_ok: bool) -> tuple[int, int]:
 
 def store_inode(inode: Ext4Inode) -> None:
     """Encode ``inode`` into its slot in the inode table (checksummed, buffer dirty)."""
-    from . import file as f
-
     sb = inode.sb
-    f.store_map(inode)
+    fmod.store_map(inode)
     raw = bytearray(inode.raw)
     extra = inode.extra_isize
     big = len(raw) > EXT4_GOOD_OLD_INODE_SIZE
@@ -129,8 +127,6 @@ def _encode_rdev(rdev: int) -> bytes:
 
 def new_inode(dir_: Ext4Inode, spec: NewInode) -> Ext4Inode:
     """Allocate and initialise an inode (not yet linked anywhere)."""
-    from .inode import Ext4Inode
-
     sb = dir_.sb
     ftype = spec.mode & S_IFMT
     is_dir = ftype == S_IFDIR
@@ -157,7 +153,7 @@ def new_inode(dir_: Ext4Inode, spec: NewInode) -> Ext4Inode:
     INODE_BASE.pack_into(raw, 0, spec.mode & 0xFFFF, spec.uid & 0xFFFF, 0, 0, 0, 0, 0,
                          spec.gid & 0xFFFF, 1, 0, flags, 0, i_block, gen, 0, 0, 0, 0, 0,
                          spec.uid >> 16, spec.gid >> 16, 0, 0)
-    inode = Ext4Inode(sb, ino, bytes(raw))
+    inode = type(dir_)(sb, ino, bytes(raw))  # Ext4Inode (whose module imports this one)
     inode.atime_ns = inode.mtime_ns = inode.ctime_ns = now
     inode.btime_ns = now if extra >= 24 else None
     inode.rdev = spec.rdev if ftype in (S_IFCHR, S_IFBLK) else 0

@@ -70,6 +70,8 @@ class JournalingCache:
     def __init__(self, cache: BufferCache, writer: JournalWriter) -> None:
         self._cache = cache
         self._writer = writer
+        # the cache's own methods, bound once (``__getattr__`` would run for every call)
+        self.bread, self.getblk, self.bread_many = cache.bread, cache.getblk, cache.bread_many
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._cache, name)
