@@ -126,6 +126,10 @@ class GenDisk:
         pass
 
 
+def _first(span: tuple[int, int, Sequence[Buf]]) -> int:
+    return span[0]
+
+
 class BlockDevice:
     """A whole disk (``partno`` 0) or one partition of it, byte-addressed.
 
@@ -274,12 +278,30 @@ class BlockDevice:
 
     def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]]) -> None:
         """Several writes to distinct ranges as one batch (they may complete in any order:
-        callers never put two writes of the same sectors in one batch)."""
-        bios: list[Bio] = []
+        callers never put two writes of the same sectors in one batch). Writes that meet
+        end to end are merged into one request (as the block layer merges a plug's bios):
+        the small files a copy lays out one after another go to the disk together."""
+        spans: list[tuple[int, int, Sequence[Buf]]] = []
         for offset, bufs in writes:
             length = sum(len(b) for b in bufs)
             self._check(offset, length, True)
-            self.disk.ra.invalidate(self._base + offset, length)
+            spans.append((offset, length, bufs))
+        spans.sort(key=_first)
+        bios: list[Bio] = []
+        invalidate = self.disk.ra.invalidate
+        i, n = 0, len(spans)
+        while i < n:
+            offset, length, bufs = spans[i]
+            end = offset + length
+            i += 1
+            if i < n and spans[i][0] == end:
+                segs = list(bufs)
+                while i < n and spans[i][0] == end:
+                    segs.extend(spans[i][2])
+                    end += spans[i][1]
+                    i += 1
+                bufs = segs
+            invalidate(self._base + offset, end - offset)
             bios.extend(self._bios(REQ_OP_WRITE, offset, bufs))
         if bios:
             self.disk.submit(bios)

@@ -232,16 +232,17 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
     end = offset + len(mv)
     first, last = offset // bs, (end + bs - 1) // bs
     old_size = inode.size
-    fresh: set[int] = set()  # logical blocks with no old content (new or unwritten)
-    for ext in inode.extents(first, last):
-        if ext.unwritten:
-            fresh.update(range(max(ext.lblk, first), min(ext.lblk + ext.count, last)))
+    exts = list(inode.extents(first, last))
+    # logical blocks with no old content: unwritten ones and the ones allocated now
+    fresh = [(max(e.lblk, first), min(e.lblk + e.count, last)) for e in exts if e.unwritten]
+    had_unwritten = bool(fresh)
     new = allocate(inode, first, last, False)
-    for a, n, _p in new:
-        fresh.update(range(a, a + n))
+    if new:
+        fresh.extend((a, a + n) for a, n, _p in new)
+        exts = list(inode.extents(first, last))
     # how far the mapping reaches (ENOSPC may have stopped it)
     reach = first
-    for ext in inode.extents(first, last):
+    for ext in exts:
         if ext.lblk > reach:
             break
         reach = ext.lblk + ext.count
@@ -255,13 +256,12 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
     buf = bytearray((reach - first) * bs)
     head = offset - first * bs
     buf[head:head + end - offset] = mv[:end - offset]
-    edge = {first, reach - 1}
-    for lb in edge:
-        if lb in fresh:
-            continue
+    for lb in {first, reach - 1}:
         lo = (lb - first) * bs
         covered_lo, covered_hi = max(offset, lb * bs), min(end, (lb + 1) * bs)
         if covered_lo == lb * bs and covered_hi == (lb + 1) * bs:
+            continue
+        if any(a <= lb < b for a, b in fresh):
             continue
         old = inode.read_block(lb)
         if covered_lo > lb * bs:
@@ -269,10 +269,12 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
         if covered_hi < (lb + 1) * bs:
             buf[covered_hi - first * bs:lo + bs] = old[covered_hi - lb * bs:]
     view = memoryview(buf)
-    for ext in inode.extents(first, reach):
+    for ext in exts:
         s, e = max(ext.lblk, first), min(ext.lblk + ext.count, reach)
+        if s >= e:
+            break
         sb.queue_data((ext.pblk + s - ext.lblk) * bs, view[(s - first) * bs:(e - first) * bs])
-    if fresh:
+    if had_unwritten:
         convert_written(inode, first, reach)
     if end > inode.size:
         inode.size = end

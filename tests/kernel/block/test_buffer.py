@@ -166,3 +166,36 @@ def test_small_reads_share_a_readahead_window_and_writes_invalidate_it(tmp_path)
         buf = bytearray(2 * BS)
         bdev.read_small(31 * BS, memoryview(buf))
         assert bytes(buf) == _block(31) + _block(32)
+
+
+def test_write_many_merges_writes_that_meet(tmp_path) -> None:
+    """A batch of writes in any order: those that meet end to end go out as one request
+    (split only at the request size limit), the rest on their own; every byte lands."""
+    img = tmp_path / "d.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    pieces = {
+        # 32 one-block writes laid end to end from 64 KiB, given out of order
+        **{65536 + 4096 * i: bytes([i + 1]) * 4096 for i in range(32)},
+        # two writes that do not touch the run or each other
+        1 << 20: b"x" * 512,
+        (2 << 20) + 4096: b"y" * 8192,
+    }
+    order = sorted(pieces, key=lambda o: (o * 7919) % 1009)
+    with Kernel(mb=8) as k:
+        d = k.disk_add(img)
+        before = d.device.requests
+        d.bdev.write_many([(o, [memoryview(pieces[o])]) for o in order])
+        assert d.device.requests - before == 3
+        # 1 MiB of adjacent writes is more than one request may carry: split at the limit
+        big = [((3 << 20) + 65536 * i, [memoryview(bytes([0x80 + i]) * 65536)]) for i in range(24)]
+        before = d.device.requests
+        d.bdev.write_many([(o, b) for o, b in reversed(big)])
+        limit = d.bdev.disk.limits.max_sectors * 512
+        assert d.device.requests - before == -(-24 * 65536 // limit)
+    raw = img.read_bytes()
+    for o, data in pieces.items():
+        assert raw[o:o + len(data)] == data
+    for i in range(24):
+        o = (3 << 20) + 65536 * i
+        assert raw[o:o + 65536] == bytes([0x80 + i]) * 65536
