@@ -179,6 +179,11 @@ class Allocator:
         self.defer = False
         self.pending: list[tuple[int, int]] = []
         self.force_commit = False
+        # per group, where a search for a free block (offset in the group) or inode (index)
+        # may start: every bit before it is known to be set. The searches still find the
+        # first free bit, without rescanning a group's used head for every allocation.
+        self.bfree_lo: dict[int, int] = {}
+        self.ifree_lo: dict[int, int] = {}
 
     # -- bitmaps ------------------------------------------------------------------------
     def _base_meta(self, g: int) -> int:
@@ -289,10 +294,15 @@ class Allocator:
             if not grp.free_blocks:
                 continue
             bm = self.block_bitmap(g).data
-            pos = off0 if k == 0 else 0
+            lo = self.bfree_lo.get(g, 0)
+            pos = max(off0 if k == 0 else 0, lo)
             end = off0 if k == ngroups else cpg  # the wrap: the goal group before the goal
             while True:
                 i = first_zero(bm, pos, end)
+                if pos == lo:  # every bit from the bound up to i (or to end) is set
+                    lo = i if i >= 0 else end
+                    if lo > self.bfree_lo.get(g, 0):
+                        self.bfree_lo[g] = lo
                 if i < 0:
                     break
                 n = zero_run(bm, i, min(end, i + count))
@@ -312,6 +322,12 @@ class Allocator:
     def _mark(self, g: int, i: int, n: int, used: bool) -> None:
         buf = self.block_bitmap(g)
         set_bits(buf.data, i, n, used)
+        lo = self.bfree_lo.get(g, 0)
+        if used:
+            if i <= lo < i + n:
+                self.bfree_lo[g] = i + n
+        elif i < lo:
+            self.bfree_lo[g] = i
         self.sb.bcache.mark_dirty(buf)
         grp = self.groups[g]
         d = -n if used else n
@@ -382,9 +398,11 @@ class Allocator:
                 continue
             bm = self.inode_bitmap(g).data
             start = max(sb.first_ino - g * ipg, 0) if g * ipg < sb.first_ino else 0
-            i = first_zero(bm, start, ipg)
+            i = first_zero(bm, max(start, self.ifree_lo.get(g, 0)), ipg)
             if i < 0:
+                self.ifree_lo[g] = ipg
                 continue
+            self.ifree_lo[g] = i + 1
             self._prepare_itable(g, i)
             set_bits(bm, i, 1, True)
             sb.bcache.mark_dirty(self.ibitmaps[g])
@@ -425,6 +443,8 @@ class Allocator:
         if not bm[i >> 3] >> (i & 7) & 1:
             raise corrupted(f"ext4 inode bitmap of group {g}", f"freeing free inode {ino}")
         set_bits(bm, i, 1, False)
+        if i < self.ifree_lo.get(g, 0):
+            self.ifree_lo[g] = i
         sb.bcache.mark_dirty(buf)
         grp = self.groups[g]
         grp.free_inodes += 1

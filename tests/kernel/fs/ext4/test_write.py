@@ -350,6 +350,13 @@ def _dir_records(img: Path, path: str) -> list[list[tuple[int, int, bytes]]]:
     return blocks
 
 
+class Forgetful(dict):  # type: ignore[type-arg]
+    """A cache that keeps nothing: the code using it takes its slow path every time."""
+
+    def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 @pytest.mark.parametrize("extra", [[], ["-O", "^dir_index"]], ids=["htree", "linear"])
 def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, monkeypatch,
                                                             extra: list[str]) -> None:
@@ -395,10 +402,6 @@ def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, mon
         fsck(img)
         return creating
 
-    class Forgetful(dict):  # type: ignore[type-arg]
-        def __setitem__(self, key, value) -> None:  # type: ignore[no-untyped-def]
-            pass
-
     hinted = tmp_path / "hinted.img"
     walked = tmp_path / "walked.img"
     hinted.write_bytes(base.read_bytes())
@@ -414,6 +417,60 @@ def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, mon
     walks_full = play(walked)
     assert _dir_records(hinted, "/d") == _dir_records(walked, "/d")
     assert walks_hinted * 3 < walks_full
+
+
+def test_allocation_bounds_pick_the_blocks_and_inodes_a_full_scan_does(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """The allocator's per-group search bounds (every bit before them is set) change no
+    choice: files written, deleted (their blocks freed at the commit) and written again get
+    the same inode numbers and blocks as with searches from each group's start."""
+    import random
+
+    from kernel.fs.ext4 import alloc
+
+    base = mkfs(tmp_path / "base.img", "ext4-1k")
+    rng = random.Random(11)
+    first = [(f"a{i}", rng.randrange(0, 40000)) for i in range(300)]
+    gone = rng.sample([n for n, _s in first], 100)
+    # half in the root (its group has the freed blocks and inodes), half in new directories
+    second = [(f"d{i % 7}/b{i}" if i % 2 else f"b{i}", rng.randrange(0, 60000))
+              for i in range(200)]
+
+    def play(img: Path) -> dict[str, tuple[int, str]]:
+        inos = {}
+        with Kernel(mb=32) as k:
+            root = mount_rw(k, img)
+            s = k.sys
+            for name, size in first:
+                write_file(s, f"{root}/{name}", rng.randbytes(size))
+            for name in gone:
+                s.unlink(f"{root}/{name}")
+            s.sync()
+            for d in range(7):
+                s.mkdir(f"{root}/d{d}", 0o755)
+            for name, size in second:
+                write_file(s, f"{root}/{name}", rng.randbytes(size))
+            for name, _size in first + second:
+                if name not in gone:
+                    inos[name] = s.stat(f"{root}/{name}").st_ino
+        fsck(img)
+        return {n: (ino, run("debugfs", "-R", f"blocks /{n}", img).stdout) for n, ino in inos.items()}
+
+    bounded = tmp_path / "bounded.img"
+    scanned = tmp_path / "scanned.img"
+    bounded.write_bytes(base.read_bytes())
+    scanned.write_bytes(base.read_bytes())
+    state = rng.getstate()
+    with_bounds = play(bounded)
+    real_init = alloc.Allocator.__init__
+
+    def init_without_bounds(self, sb):  # type: ignore[no-untyped-def]
+        real_init(self, sb)
+        self.bfree_lo, self.ifree_lo = Forgetful(), Forgetful()
+
+    monkeypatch.setattr(alloc.Allocator, "__init__", init_without_bounds)
+    rng.setstate(state)
+    assert play(scanned) == with_bounds
 
 
 def test_shared_xattr_block_copied_on_write(tmp_path: Path) -> None:
