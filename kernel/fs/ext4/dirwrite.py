@@ -81,16 +81,19 @@ class DirState:
     ``hints`` remembers, per leaf block this mount changed, the record the last insert
     made (offset, its slack) and the largest slack of every other record: the next insert
     that only that record can take goes there without walking the block. ``dx`` holds
-    the parsed index nodes (by logical block) until the index next changes.
+    the parsed index nodes (by logical block) until the index next changes; ``hashes``
+    the (major, minor) hash of each name this mount added to the htree (a leaf split
+    needs every name's hash).
     """
 
-    __slots__ = ("locs", "free", "hints", "dx")
+    __slots__ = ("locs", "free", "hints", "dx", "hashes")
 
     def __init__(self, locs: dict[bytes, int], free: list[int]) -> None:
         self.locs = locs
         self.free = free
         self.hints: dict[int, tuple[int, int, int]] = {}
         self.dx: dict[int, tuple[list[int], list[tuple[int, int]]]] = {}
+        self.hashes: dict[bytes, tuple[int, int]] = {}
 
 
 # -- one block -----------------------------------------------------------------------------
@@ -354,12 +357,14 @@ def _leaf_hashes(inode: Ext4Inode, data: bytearray) -> list[tuple[int, int, byte
     """Live entries of a leaf as (hash, minor, name, inode, file type), sorted by hash."""
     sb = inode.sb
     version = hash_version(inode)
+    known = _state(inode).hashes
     out = []
     for off, ino, _rl, nl in _walk(data, _limit(inode), sb.blocksize,
                                    f"ext4 directory inode {inode.ino}"):
         if ino:
             name = bytes(data[off + 8:off + 8 + nl])
-            major, minor = dx_hash(name, version, sb.hash_seed)
+            h = known.get(name)
+            major, minor = h if h is not None else dx_hash(name, version, sb.hash_seed)
             out.append((major, minor, name, ino, data[off + 7]))
     out.sort()
     return out
@@ -441,7 +446,7 @@ def _dx_add(inode: Ext4Inode, name: bytes, ino: int, ft: int) -> int:
     levels = root[DX_ROOT_INFO_OFFSET + 6]
     if levels >= _levels_max(inode):
         raise corrupted(f"ext4 directory inode {inode.ino}", f"htree depth {levels + 1}")
-    major, minor = dx_hash(name, hash_version(inode), sb.hash_seed)
+    major, minor = st.hashes[name] = dx_hash(name, hash_version(inode), sb.hash_seed)
     # the path: (buffer, entries offset, limit, entries, chosen index)
     path: list[tuple[object, int, int, list[tuple[int, int]], int]] = []
     buf, off, limit = buf0, DX_ROOT_ENTRIES_OFFSET, root_limit
@@ -602,6 +607,7 @@ def delete_entry(inode: Ext4Inode, name: bytes) -> None:
         struct.pack_into("<I", data, off, 0)
         recs[k] = (off, 0, rl, _nl)
     del st.locs[name]
+    st.hashes.pop(name, None)
     st.free[lblk] = _gap(recs)
     st.hints.pop(lblk, None)
     _finish_leaf(inode, buf)

@@ -360,9 +360,9 @@ class Forgetful(dict):  # type: ignore[type-arg]
 @pytest.mark.parametrize("extra", [[], ["-O", "^dir_index"]], ids=["htree", "linear"])
 def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, monkeypatch,
                                                             extra: list[str]) -> None:
-    """Entries placed through the per-block hints and the cached index land in exactly the
-    records a walk of every block would pick (first fit), through creates, unlinks and
-    renames; and the hints do save the walks."""
+    """Entries placed through the per-block hints, the cached index and the remembered
+    hashes land in exactly the records a walk of every block would pick (first fit) and
+    leaves split the same, through creates, unlinks and renames; the hints save walks."""
     import random
 
     from kernel.fs.ext4 import dirwrite
@@ -411,7 +411,7 @@ def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, mon
 
     def init_without_hints(self, locs, free):  # type: ignore[no-untyped-def]
         real_init(self, locs, free)
-        self.hints, self.dx = Forgetful(), Forgetful()
+        self.hints, self.dx, self.hashes = Forgetful(), Forgetful(), Forgetful()
 
     monkeypatch.setattr(dirwrite.DirState, "__init__", init_without_hints)
     walks_full = play(walked)
