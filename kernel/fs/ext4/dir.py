@@ -178,12 +178,19 @@ def _root_dots(inode: Ext4Inode, data: bytes | bytearray, where: str) -> list[Di
     return [(0, ino0, b".", ft0), (12, ino1, b"..", ft1)]
 
 
+def _first(item: tuple[int, object]) -> int:
+    return item[0]
+
+
 class DirCache:
     """A directory's entries in readdir order with their cookies, and a name index.
 
-    Entries the write side adds to a hashed directory without an index may wait for their
-    cookie (``insert_later``): it is a hash of the name, and only readdir needs it, so a
-    directory filled and never listed never hashes its names.
+    Entries the write side adds wait in arrival order (the name index has them at once)
+    until the readdir order is wanted: then they are merged in one sort, not inserted into
+    the sorted lists one by one (which costs a copy of the lists per entry). An entry of a
+    hashed directory without an index may wait for its cookie too (``insert_later``): it
+    is a hash of the name, and only readdir needs it, so a directory filled and never
+    listed never hashes its names.
     """
 
     __slots__ = ("_positions", "_entries", "eof", "_names", "_pos", "_later", "_cookie")
@@ -194,7 +201,9 @@ class DirCache:
         self.eof = eof
         self._names: dict[bytes, int] | None = None
         self._pos: dict[bytes, int] | None = None  # name -> cookie, for the write side
-        self._later: list[tuple[bytes, int, int]] = []  # added, cookie not yet computed
+        # added, not yet in the sorted lists: (name, inode, d_type, cookie or None for one
+        # not yet computed, whether equal cookies move up)
+        self._later: list[tuple[bytes, int, int, int | None, bool]] = []
         self._cookie: Callable[[bytes], int] | None = None
 
     @property
@@ -208,12 +217,30 @@ class DirCache:
         return self._entries
 
     def _settle(self) -> None:
-        """Give the entries waiting for a cookie theirs, in the order they came."""
-        if self._later:
-            later, self._later = self._later, []
-            assert self._cookie is not None
-            for name, ino, dt in later:
-                self._insert(name, ino, dt, self._cookie(name), True)
+        """Merge the waiting entries into the sorted lists, as inserting them one by one in
+        the order they came would (cookies computed now for those still without)."""
+        if not self._later:
+            return
+        later, self._later = self._later, []
+        items = []
+        for name, ino, dt, pos, hashed in later:
+            if pos is None:
+                assert self._cookie is not None
+                pos = self._cookie(name)
+            items.append((pos, hashed, (name, ino, dt)))
+        positions = self._positions
+        new_pos = {p for p, _h, _e in items}
+        if len(items) < 16 or len(new_pos) < len(items) or not new_pos.isdisjoint(positions):
+            # few, or equal cookies (a hashed directory moves them up in arrival order)
+            for pos, hashed, (name, ino, dt) in items:
+                self._insert(name, ino, dt, pos, hashed)
+            return
+        merged = sorted([*zip(positions, self._entries), *((p, e) for p, _h, e in items)],
+                        key=_first)
+        self._positions = [p for p, _e in merged]
+        self._entries = [e for _p, e in merged]
+        if self._pos is not None:
+            self._pos.update((e[0], p) for p, _h, e in items)
 
     def index_of(self, name: bytes) -> int | None:
         """Where ``name`` is in ``entries`` (None if absent)."""
@@ -237,14 +264,15 @@ class DirCache:
     def insert(self, name: bytes, ino: int, dt: int, pos: int, hashed: bool) -> None:
         """Add an entry at cookie ``pos``; a hashed directory's equal positions move up
         to the next free one, so cookies stay strictly increasing."""
-        self._settle()
-        self._insert(name, ino, dt, pos, hashed)
+        self._later.append((name, ino, dt, pos, hashed))
+        if self._names is not None:
+            self._names[name] = ino
 
     def insert_later(self, name: bytes, ino: int, dt: int, cookie: Callable[[bytes], int]) -> None:
         """Add an entry of a hashed directory whose cookie ``cookie(name)`` gives, when
         readdir (or a change elsewhere) needs it."""
         self._cookie = cookie
-        self._later.append((name, ino, dt))
+        self._later.append((name, ino, dt, None, True))
         if self._names is not None:
             self._names[name] = ino
 

@@ -238,6 +238,9 @@ def _append_block(inode: Ext4Inode) -> tuple[int, object]:
     buf = sb.bcache.getblk(sb.io, pblk, bs)
     inode.size += bs
     sb.dirty_inode(inode)
+    dc = inode.dir_cache
+    if isinstance(dc, DirCache) and not is_hashed(inode):
+        dc.eof = inode.size  # a linear directory's last cookie is its size
     st = inode.dir_state
     if isinstance(st, DirState):
         st.free.append(0)
