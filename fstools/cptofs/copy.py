@@ -368,11 +368,13 @@ class Copier:
                     del self._links[key]
                 self._count(dpath, 0)
                 return
-        xattrs = self._s(lambda: src.xattrs_at(sfd, sname), spath)
         size = 0
+        xattrs: list[tuple[bytes, bytes]] = []
+        if ftype != stat.S_IFREG:  # a regular file's are read through its descriptor
+            xattrs = self._s(lambda: src.xattrs_at(sfd, sname), spath)
         if ftype == stat.S_IFREG:
             size = st.st_size
-            self._copy_file(sfd, sname, spath, ddfd, dname, dpath, st, xattrs)
+            self._copy_file(sfd, sname, spath, ddfd, dname, dpath, st)
         elif ftype == stat.S_IFLNK:
             target = self._s(lambda: src.readlink_at(sfd, sname), spath)
             self._make(ddfd, dname, dpath, lambda: dst.symlink_at(target, ddfd, dname))
@@ -482,11 +484,17 @@ class Copier:
         return self._d(lambda: dst.opendir_at(ddfd, dname), dpath), True
 
     def _copy_file(self, sfd: int, sname: bytes, spath: bytes, ddfd: int, dname: bytes,
-                   dpath: bytes, st: StatLike, xattrs: list[tuple[bytes, bytes]]) -> None:
-        """Copy the data, then the attributes through the open descriptor (no path walks)."""
+                   dpath: bytes, st: StatLike) -> None:
+        """Copy the data, then the attributes through the open descriptors (no path walks:
+        the source's xattrs are read through its descriptor too)."""
         src, dst = self.src, self.dst
         size = st.st_size
         fin = self._s(lambda: src.open_read(sfd, sname), spath)
+        try:
+            xattrs = self._s(lambda: src.xattrs_at(fin, b""), spath)
+        except BaseException:
+            src.close(fin)
+            raise
         # where a new file gets exactly the mode asked for, ask for its permissions (the
         # special bits come after the owner, which clears them); elsewhere 0600 until done
         plain = self._plain_dir(ddfd)

@@ -10,7 +10,7 @@ freed again.
 from __future__ import annotations
 
 import errno
-import os
+import random
 import struct
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,9 @@ _CRTIME = struct.Struct("<iI")  # crtime, crtime_extra at 0x90
 _INHERITED = 0x00000001 | 0x00000002 | 0x00000004 | 0x00000008 | 0x00000010 | 0x00000020 \
     | 0x00000040 | 0x00000080 | 0x00004000 | 0x00008000 | 0x00020000 | 0x20000000
 _LINK_MAX = 65000
+# i_generation of new inodes: random, as Linux's prandom_u32 (seeded from os.urandom; a
+# getrandom system call per inode cost more than the rest of the field's setup)
+_generations = random.Random()
 
 
 def _enc_time(ns: int, extra_ok: bool) -> tuple[int, int]:
@@ -138,7 +141,7 @@ def new_inode(dir_: Ext4Inode, spec: NewInode) -> Ext4Inode:
         extra = max(sb.es.s_want_extra_isize, sb.es.s_min_extra_isize, 32)
         extra = min(extra, isize - EXT4_GOOD_OLD_INODE_SIZE) & ~3
         struct.pack_into("<H", raw, 0x80, extra)
-    gen = int.from_bytes(os.urandom(4), "little")
+    gen = _generations.getrandbits(32)
     flags = dir_.i_flags & _INHERITED
     if ftype not in (S_IFDIR, S_IFREG):
         flags &= ~(0x00004000 | 0x00020000 | 0x00000040)  # no journal-data/topdir/notail
