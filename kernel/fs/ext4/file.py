@@ -253,9 +253,13 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
     if old_size < offset and old_size % bs:
         zero_tail(inode, old_size)
     # build the block-aligned image of [first, reach) and write it mapped run by run
-    buf = bytearray((reach - first) * bs)
     head = offset - first * bs
-    buf[head:head + end - offset] = mv[:end - offset]
+    if head:
+        buf = bytearray((reach - first) * bs)
+        buf[head:head + end - offset] = mv[:end - offset]
+    else:  # one copy, no zeroing of what the data covers
+        buf = bytearray(mv[:end - offset])
+        buf += bytes((reach - first) * bs - len(buf))
     for lb in {first, reach - 1}:
         lo = (lb - first) * bs
         covered_lo, covered_hi = max(offset, lb * bs), min(end, (lb + 1) * bs)
