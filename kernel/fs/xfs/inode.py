@@ -170,6 +170,10 @@ class XfsInode(Inode):
         emap = ExtentMap()
         fmt = self.format if fork == DATA_FORK else self.aformat
         nexts = self.nextents if fork == DATA_FORK else self.anextents
+        if fmt == od.XFS_DINODE_FMT_EXTENTS and not nexts:
+            # an empty fork (an attribute fork whose last attribute went keeps this form)
+            self._maps[fork] = emap
+            return emap
         what = f"inode {self.ino} {'data' if fork == DATA_FORK else 'attribute'} fork"
         rt = fork == DATA_FORK and bool(self.diflags & od.XFS_DIFLAG_REALTIME)
         if fmt == od.XFS_DINODE_FMT_EXTENTS:
