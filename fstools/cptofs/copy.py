@@ -492,14 +492,10 @@ class Copier:
         fin = self._s(lambda: src.open_read(sfd, sname), spath)
         try:
             xattrs = self._s(lambda: src.xattrs_at(fin, b""), spath)
-        except BaseException:
-            src.close(fin)
-            raise
-        # where a new file gets exactly the mode asked for, ask for its permissions (the
-        # special bits come after the owner, which clears them); elsewhere 0600 until done
-        plain = self._plain_dir(ddfd)
-        mode = stat.S_IMODE(st.st_mode) & 0o777 if plain else 0o600
-        try:
+            # where a new file gets exactly the mode asked for, ask for its permissions (the
+            # special bits come after the owner, which clears them); elsewhere 0600 until done
+            plain = self._plain_dir(ddfd)
+            mode = stat.S_IMODE(st.st_mode) & 0o777 if plain else 0o600
             fout = self._make(ddfd, dname, dpath, lambda: dst.create_at(ddfd, dname, mode))
             done = False
             try:

@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from ..errors import kerr
 
@@ -124,10 +125,6 @@ class GenDisk:
 
     def shutdown(self) -> None:
         pass
-
-
-def _first(span: tuple[int, int, Sequence[Buf]]) -> int:
-    return span[0]
 
 
 class BlockDevice:
@@ -286,23 +283,21 @@ class BlockDevice:
             length = sum(len(b) for b in bufs)
             self._check(offset, length, True)
             spans.append((offset, length, bufs))
-        spans.sort(key=_first)
+        spans.sort(key=itemgetter(0))
         bios: list[Bio] = []
         invalidate = self.disk.ra.invalidate
         i, n = 0, len(spans)
         while i < n:
             offset, length, bufs = spans[i]
             end = offset + length
+            segs = list(bufs)
             i += 1
-            if i < n and spans[i][0] == end:
-                segs = list(bufs)
-                while i < n and spans[i][0] == end:
-                    segs.extend(spans[i][2])
-                    end += spans[i][1]
-                    i += 1
-                bufs = segs
+            while i < n and spans[i][0] == end:
+                segs.extend(spans[i][2])
+                end += spans[i][1]
+                i += 1
             invalidate(self._base + offset, end - offset)
-            bios.extend(self._bios(REQ_OP_WRITE, offset, bufs))
+            bios.extend(self._bios(REQ_OP_WRITE, offset, segs))
         if bios:
             self.disk.submit(bios)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from ...errors import EFSBADCRC, corrupted
@@ -178,10 +179,6 @@ def _root_dots(inode: Ext4Inode, data: bytes | bytearray, where: str) -> list[Di
     return [(0, ino0, b".", ft0), (12, ino1, b"..", ft1)]
 
 
-def _first(item: tuple[int, object]) -> int:
-    return item[0]
-
-
 class DirCache:
     """A directory's entries in readdir order with their cookies, and a name index.
 
@@ -236,7 +233,7 @@ class DirCache:
                 self._insert(name, ino, dt, pos, hashed)
             return
         merged = sorted([*zip(positions, self._entries), *((p, e) for p, _h, e in items)],
-                        key=_first)
+                        key=itemgetter(0))
         self._positions = [p for p, _e in merged]
         self._entries = [e for _p, e in merged]
         if self._pos is not None:

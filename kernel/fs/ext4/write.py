@@ -345,18 +345,10 @@ def set_attr(inode: Ext4Inode, attr: SetAttr) -> None:
         if attr.size > limit:
             raise kerr(errno.EFBIG)
         fmod.truncate(inode, attr.size)
-    if attr.mode is not None:
-        inode.mode = attr.mode
-    if attr.uid is not None:
-        inode.uid = attr.uid
-    if attr.gid is not None:
-        inode.gid = attr.gid
-    if attr.atime_ns is not None:
-        inode.atime_ns = attr.atime_ns
-    if attr.mtime_ns is not None:
-        inode.mtime_ns = attr.mtime_ns
-    if attr.ctime_ns is not None:
-        inode.ctime_ns = attr.ctime_ns
+    for field in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns"):
+        value = getattr(attr, field)
+        if value is not None:
+            setattr(inode, field, value)
     sb.dirty_inode(inode)
 
 
