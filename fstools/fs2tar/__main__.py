@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+import stat
 import sys
 from typing import Any, BinaryIO
 
@@ -134,10 +136,7 @@ def export(image: str, out: str, *, fstype: str | None = None, part: int | None 
             if selinux_out is not None:
                 selinux_out.close()
             if not ok and out != "-":
-                try:
-                    os.unlink(out)  # never leave a truncated archive behind
-                except OSError:
-                    pass
+                _remove_partial(out)
     if stats.dropped_xattrs:
         warn(f"--format {fmt} cannot store extended attributes or ACLs: "
              f"{stats.dropped_xattrs} were left out (use --format pax)")
@@ -162,6 +161,14 @@ def _export_serial(sys_: Any, root: str, target: str | int, label: str, fmt: str
                             birthtime=birthtime)
         stats = exporter.run()
     return stats
+
+
+def _remove_partial(out: str) -> None:
+    """Never leave a truncated archive behind; but a device or FIFO named as the output
+    (/dev/null, a tape) is not ours to remove."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISREG(os.lstat(out).st_mode):
+            os.unlink(out)
 
 
 def main() -> None:

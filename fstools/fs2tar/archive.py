@@ -14,10 +14,12 @@ import errno
 import logging
 import mmap
 import os
+import platform
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from ctypes import c_char_p, c_int, c_int64, c_long, c_longlong, c_size_t, c_uint, c_void_p
-from typing import Any
+from typing import Any, Protocol
 
 from libarchive import ffi
 
@@ -113,9 +115,50 @@ _set_hardlink = _bind("entry_copy_hardlink", [c_void_p, c_char_p], None)
 _set_nlink = _bind("entry_set_nlink", [c_void_p, c_uint], None)
 _set_ino = _bind("entry_set_ino64", [c_void_p, c_int64], None)
 _set_dev = _bind("entry_set_dev", [c_void_p, c_uint], None)
+_copy_stat = _bind("entry_copy_stat", [c_void_p, c_void_p], None)
 _xattr_add = _bind("entry_xattr_add_entry", [c_void_p, c_char_p, c_void_p, c_size_t], None)
 _sparse_add = _bind("entry_sparse_add_entry", [c_void_p, c_int64, c_int64], None)
 _acl_add = _bind("entry_acl_add_entry", [c_void_p, c_int, c_int, c_int, c_int, c_char_p], c_int)
+
+
+# struct stat as the C library lays it out, with only the fields an entry takes from it
+# (mode, uid, gid, size, atime, mtime, ctime: seconds and nanoseconds); the others are
+# zero, as in an entry made field by field
+_STAT_LAYOUTS = {
+    "x86_64": "<24xIII12xq16xqqqqqq24x",
+    "aarch64": "<16xI4xII16xq16xqqqqqq8x",
+}
+
+
+def _stat_struct() -> struct.Struct | None:
+    """The ``struct stat`` of this machine, checked against the C library's fstat; None
+    when unknown (entries are then described one field at a time)."""
+    layout = _STAT_LAYOUTS.get(platform.machine())
+    if layout is None:
+        return None
+    st = struct.Struct(layout)
+    try:
+        fstat = ctypes.CDLL(None, use_errno=True).fstat
+    except (OSError, AttributeError):
+        return None
+    fstat.argtypes = [c_int, c_void_p]
+    fstat.restype = c_int
+    buf = ctypes.create_string_buffer(st.size)
+    try:
+        with open(__file__, "rb") as f:
+            if fstat(f.fileno(), buf) != 0:
+                return None
+            ref = os.fstat(f.fileno())
+    except OSError:
+        return None
+    got = st.unpack_from(buf.raw)
+    want = (ref.st_mode, ref.st_uid, ref.st_gid, ref.st_size,
+            *divmod(ref.st_atime_ns, 10**9), *divmod(ref.st_mtime_ns, 10**9),
+            *divmod(ref.st_ctime_ns, 10**9))
+    return st if got == want else None
+
+
+_STAT = _stat_struct()
 
 
 def compression_for(name: str) -> str | None:
@@ -351,6 +394,7 @@ class TarWriter(_Writer):
     DIRECT = 64 << 10
     _size = 0
     _sparse = False
+    _stat: Any = None  # a struct stat for entry_copy_stat, when this machine's is known
 
     def begin(self, path: bytes, mode: int, uid: int, gid: int, size: int,
               mtime_ns: int, atime_ns: int | None = None, ctime_ns: int | None = None,
@@ -362,6 +406,24 @@ class TarWriter(_Writer):
         self._size = size
         self._sparse = False
         _set_pathname(e, path)
+        if atime_ns is not None and ctime_ns is not None and _STAT is not None:
+            # the usual entry: mode, owner, size and the three times in one call
+            buf = self._stat
+            if buf is None:
+                buf = self._stat = ctypes.create_string_buffer(_STAT.size)
+            if mtime_ns >= 0 and atime_ns >= 0 and ctime_ns >= 0:
+                _STAT.pack_into(buf, 0, mode, uid, gid, size,
+                                atime_ns // 1_000_000_000, atime_ns % 1_000_000_000,
+                                mtime_ns // 1_000_000_000, mtime_ns % 1_000_000_000,
+                                ctime_ns // 1_000_000_000, ctime_ns % 1_000_000_000)
+            else:
+                split = self._split
+                _STAT.pack_into(buf, 0, mode, uid, gid, size, *split(atime_ns),
+                                *split(mtime_ns), *split(ctime_ns))
+            _copy_stat(e, buf)
+            if btime_ns is not None:
+                _set_birthtime(e, *self._split(btime_ns))
+            return
         _set_mode(e, mode)
         if uid:  # a cleared entry's owner is 0 already
             _set_uid(e, uid)
@@ -474,8 +536,14 @@ class RawWriter(_Writer):
         self._check(_write_header(self._a, e))
 
 
+class Closing(Protocol):
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @contextlib.contextmanager
-def finishing(writer: _Writer, label: str) -> Iterator[None]:
+def finishing(writer: Closing, label: str) -> Iterator[None]:
     """Close ``writer`` when the block ends well, abort it otherwise; libarchive's errors
     become one line naming the archive (``label``)."""
     from ..common.cli import ToolError

@@ -9,8 +9,10 @@ b mod N, down a pipe. A worker writes the entries it is given
 into tar bytes by libarchive in memory, sent up its pipe in frames with the
 warnings, SELinux lines and progress of each block. The parent takes block 0
 from worker 0, block 1 from worker 1, and so on, and writes the bytes through
-libarchive's compression and blocking (``RawWriter``), so the archive is byte
-for byte the one a single process writes.
+libarchive's compression and blocking (``RawWriter``), or, when the archive is
+a plain stream to a pipe or a regular file, moves them there from the workers'
+pipes with splice(2) (``_DirectOut``), so the archive is byte for byte the one
+a single process writes.
 
 A failure arrives in its place in the stream, so the parent reports what a
 single exporter would have reported, having written what it would have
@@ -20,10 +22,12 @@ written before it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import pickle
 import signal
+import stat
 import struct
 import traceback
 from collections.abc import Callable
@@ -188,31 +192,42 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
 
 
 class _Stream:
-    """The parent's side of one worker's pipe."""
+    """The parent's side of one worker's pipe, read unbuffered so that a frame's data can be
+    moved on without being read here (``_DirectOut.splice``)."""
 
     def __init__(self, index: int, pid: int, fd: int, workers: int) -> None:
         self.index = index
         self.name = f"worker {index}" if index < workers else "the walker"
         self.pid = pid
-        self.file = os.fdopen(fd, "rb", buffering=_PIPE_SIZE)
+        self.fd = fd
         self.files = 0
         self.bytes = 0
         self.done: tuple[int, tuple[int, int, list[str], int, int]] | None = None
 
-    def frame(self) -> tuple[int, bytes]:
-        head = self.file.read(_FRAME.size)
-        if len(head) < _FRAME.size:
-            raise ToolError(f"{self.name} of the export ended unexpectedly"
-                            f"{_exit_status(self.pid)}")
-        kind, n = _FRAME.unpack(head)
-        payload = self.file.read(n) if n else b""
-        if len(payload) < n:
-            raise ToolError(f"{self.name} of the export ended unexpectedly"
-                            f"{_exit_status(self.pid)}")
+    def head(self) -> tuple[int, int]:
+        """The next frame's kind and length; its payload is still in the pipe."""
+        kind, n = _FRAME.unpack(self.read(_FRAME.size))
         if kind == BUG:
             raise RuntimeError(f"{self.name} of the export failed:\n"
-                               + payload.decode(errors="replace"))
-        return kind, payload
+                               + self.read(n).decode(errors="replace"))
+        return kind, n
+
+    def frame(self) -> tuple[int, bytes]:
+        kind, n = self.head()
+        return kind, self.read(n) if n else b""
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes of the pipe."""
+        data = os.read(self.fd, n)
+        while len(data) < n:
+            more = os.read(self.fd, n - len(data))
+            if not more:
+                self.gone()
+            data += more
+        return data
+
+    def gone(self) -> NoReturn:
+        raise ToolError(f"{self.name} of the export ended unexpectedly{_exit_status(self.pid)}")
 
 
 def _exit_status(pid: int) -> str:
@@ -225,6 +240,84 @@ def _exit_status(pid: int) -> str:
     if got and os.WIFEXITED(status):
         return f" (exit status {os.WEXITSTATUS(status)})"
     return ""
+
+
+class _DirectOut:
+    """The archive written straight to a pipe, a socket or a regular file: the workers'
+    bytes go from their pipes to it by splice(2), never copied through this process.
+
+    The bytes are those a RawWriter writes there: no compression, and the last block not
+    padded (libarchive pads only devices and named FIFOs, which keep the RawWriter)."""
+
+    def __init__(self, out: str | int) -> None:
+        self.label = out
+        if isinstance(out, int):
+            self.fd, self._own = out, False
+        else:
+            try:
+                self.fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                  0o666)
+            except OSError as e:
+                raise ArchiveWriteError(f"Failed to open '{out}': {e.strerror}") from None
+            self._own = True
+        self._splice = True  # until the kernel says this pair of files cannot
+
+    @staticmethod
+    def wanted(out: str | int, compression: str | None) -> bool:
+        """Whether ``out`` is a place the archive can go to directly."""
+        if compression is not None:
+            return False
+        try:
+            mode = os.fstat(out).st_mode if isinstance(out, int) else os.stat(out).st_mode
+        except FileNotFoundError:
+            return not isinstance(out, int)  # a file still to be made
+        except OSError:
+            return False  # let libarchive say what is wrong
+        return stat.S_ISREG(mode) or (isinstance(out, int) and
+                                      (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)))
+
+    def write(self, data: bytes | memoryview) -> None:
+        try:
+            _write_all(self.fd, data)
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            raise ArchiveWriteError(f"Write error: {e.strerror}") from None
+
+    def splice(self, stream: _Stream, n: int) -> None:
+        """Move the next ``n`` bytes of ``stream``'s pipe to the archive."""
+        while n:
+            if self._splice:
+                try:
+                    k = os.splice(stream.fd, self.fd, n)
+                except BrokenPipeError:
+                    raise
+                except OSError as e:
+                    if e.errno != errno.EINVAL:  # EINVAL: not between these two files
+                        raise ArchiveWriteError(f"Write error: {e.strerror}") from None
+                    self._splice = False
+                    continue
+                if not k:
+                    stream.gone()
+            else:
+                data = stream.read(min(n, _PIPE_SIZE))
+                self.write(data)
+                k = len(data)
+            n -= k
+
+    def close(self) -> None:
+        if self._own:
+            self._own = False
+            try:
+                os.close(self.fd)
+            except OSError as e:
+                raise ArchiveWriteError(f"Write error: {e.strerror}") from None
+
+    def abort(self) -> None:
+        if self._own:
+            self._own = False
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
 
 
 def _pipe() -> tuple[int, int]:
@@ -244,7 +337,8 @@ def export_parallel(sys: kernel.Syscalls, root: str, out: str | int, label: str,
     options = {"keep_going": keep_going, "verbose": verbose, "birthtime": birthtime,
                "selinux": selinux_out is not None}
     try:
-        writer = RawWriter(out, compression)
+        writer: RawWriter | _DirectOut = (_DirectOut(out) if _DirectOut.wanted(out, compression)
+                                          else RawWriter(out, compression))
     except ArchiveWriteError as e:
         raise ToolError(f"{label}: {e}") from None
     job_pipes = [_pipe() for _ in range(jobs)]  # walker -> worker k
@@ -280,7 +374,7 @@ def export_parallel(sys: kernel.Syscalls, root: str, out: str | int, label: str,
             with contextlib.suppress(OSError):
                 os.kill(s.pid, signal.SIGKILL)  # done already, or stopped here
             with contextlib.suppress(OSError):
-                s.file.close()
+                os.close(s.fd)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(s.pid, 0)
 
@@ -300,15 +394,20 @@ def _walker_failure(walker: _Stream) -> NoReturn:
     raise RuntimeError(f"the walker stopped with frame kind {kind}")
 
 
-def _join(streams: list[_Stream], walker: _Stream, writer: RawWriter,
+def _join(streams: list[_Stream], walker: _Stream, writer: RawWriter | _DirectOut,
           warn: Callable[[str], None], selinux_out: BinaryIO | None,
           progress: Callable[[int, int], None] | None) -> Stats:
     """Copy the workers' blocks in turn to ``writer`` until the walk's end."""
     jobs = len(streams)
     block = 0
+    direct = writer if isinstance(writer, _DirectOut) else None
     while True:
         s = streams[block % jobs]
-        kind, payload = s.frame()
+        kind, n = s.head()
+        if kind == DATA and direct is not None:
+            direct.splice(s, n)
+            continue
+        payload = s.read(n) if n else b""
         if kind == DATA:
             writer.write(payload)
         elif kind == WARN:

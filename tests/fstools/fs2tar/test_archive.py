@@ -12,6 +12,8 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from fstools.fs2tar.archive import TarWriter
 
 
@@ -89,3 +91,58 @@ def test_big_entries_data_is_not_copied() -> None:
     assert any(p.obj is data for p in pieces)
     joined = b"".join(bytes(p) for p in pieces)
     assert joined[-(len(data) + 412):-412] == data and joined.endswith(bytes(412))
+
+
+def _described(fmt: str, out: Path) -> list[str]:
+    """Entries of every kind and edge of mode, owner, size and time, written to ``out``;
+    the entries libarchive refused (the format cannot hold them)."""
+    from fstools.fs2tar.archive import ArchiveWriteError
+
+    w = TarWriter(os.fspath(out), fmt)
+    refused = []
+    times = [0, 1, 10**18 + 7, 2**33 * 10**9 + 999_999_999, -1, -10**9, -(10**12) - 5,
+             -(2**33) * 10**9]
+    owners = [(0, 0), (1000, 100), (2**21 - 1, 2**21), (2**32 - 2, 2**32 - 1)]
+    i = 0
+    for mode in (0o100644, 0o104755, 0o41777, 0o120777, 0o20620, 0o60660, 0o10600):
+        for t in times:
+            for uid, gid in owners:
+                i += 1
+                path = b"./e%05d" % i
+                size = (i * 37) % 3000 if mode >> 12 == 0o10 else 0
+                try:
+                    w.begin(path, mode, uid, gid, size, t, t + i, -t if t else i,
+                            t - 3 if i % 3 == 0 else None)
+                    if mode >> 12 == 0o12:
+                        w.set_symlink(b"target-%d" % i)
+                    elif mode >> 12 in (0o2, 0o6):
+                        w.set_rdev(i % 4096, i * 7 % (1 << 20))
+                    if i % 5 == 0:
+                        w.add_xattr(b"user.k", b"v%d" % i)
+                    w.write_header()
+                    w.write(bytes([i % 256]) * size)
+                    w.finish_entry()
+                except ArchiveWriteError as e:
+                    if e.fatal:
+                        raise
+                    refused.append(f"{path!r}: {e}")
+    w.close()
+    return refused
+
+
+def test_an_entry_described_in_one_call_is_the_same(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mode, owner, size and times set through one struct stat (entry_copy_stat) give the
+    bytes that setting each field gives, in every format, errors included."""
+    from fstools.fs2tar import archive
+
+    assert archive._STAT is not None  # this machine's struct stat is known and checked
+    for fmt in ("pax", "gnu", "ustar"):
+        fast = _described(fmt, tmp_path / f"fast-{fmt}.tar")
+        with monkeypatch.context() as m:
+            m.setattr(archive, "_STAT", None)
+            slow = _described(fmt, tmp_path / f"slow-{fmt}.tar")
+        assert fast == slow
+        a = (tmp_path / f"fast-{fmt}.tar").read_bytes()
+        b = (tmp_path / f"slow-{fmt}.tar").read_bytes()
+        assert len(a) > 30_000 and a == b, fmt

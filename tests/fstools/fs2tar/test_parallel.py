@@ -176,3 +176,29 @@ def test_full_disk_and_closed_pipe(tmp_path: Path, jobs: str) -> None:
     err = p.stderr.read() if p.stderr else b""
     assert p.wait(timeout=60) == 1
     assert err == b"", err
+
+
+def test_appending_stdout_and_device_outputs(tmp_path: Path) -> None:
+    """Standard output opened for appending gets the archive after what it held (whether
+    or not the kernel splices into such a file); a device named as the output gets the
+    archive written through libarchive, and is not removed when the export fails."""
+    from helpers import need_root
+
+    image = unpack_image("ext4-features.img", tmp_path)
+    want = fs2tar("-j", "1", image, "-").stdout
+    out = tmp_path / "appended"
+    out.write_bytes(b"before")
+    with open(out, "ab") as f:
+        proc = subprocess.run([sys.executable, "-m", "fstools.fs2tar", "--no-progress",
+                               "-j", "2", image, "-"], stdout=f, stderr=subprocess.PIPE)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == b"before" + want
+
+    need_root()
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))
+    assert fs2tar("-j", "2", image, null).returncode == 0
+    damaged = unpack_image("damaged-ext4-directory-loop.img", tmp_path)
+    proc = fs2tar("-j", "2", damaged, null)
+    assert proc.returncode != 0 and b"loop" in proc.stderr, proc.stderr
+    assert null.exists() and null.is_char_device()
