@@ -184,30 +184,27 @@ class Node:
 
     def __init__(self, data: bytes, level: int, nritems: int, where: str, gen: int) -> None:
         self.data, self.level, self.nritems, self.where, self.gen = data, level, nritems, where, gen
-        keys: list[Key] = []
         if level == 0:
-            items = []
+            first = HEADER_SIZE + nritems * ITEM.size  # where item data may start
+            raw = list(ITEM.iter_unpack(memoryview(data)[HEADER_SIZE:first]))
+            keys = [(oid, typ, off) for oid, typ, off, _doff, _size in raw]
+            items = [(HEADER_SIZE + doff, size) for _oid, _typ, _off, doff, size in raw]
             ns = len(data)
-            for i in range(nritems):
-                oid, typ, off, doff, size = ITEM.unpack_from(data, HEADER_SIZE + i * ITEM.size)
-                start = HEADER_SIZE + doff
-                if start + size > ns or start < HEADER_SIZE + nritems * ITEM.size:
-                    raise corrupted(where, f"item {i} data out of bounds")
-                keys.append((oid, typ, off))
-                items.append((start, size))
+            if items and (min(s for s, _n in items) < first or
+                          max(s + n for s, n in items) > ns):
+                bad = next(i for i, (s, n) in enumerate(items) if s < first or s + n > ns)
+                raise corrupted(where, f"item {bad} data out of bounds")
             self._items = items
             self.ptrs: list[int] = []
         else:
-            ptrs = []
-            for i in range(nritems):
-                oid, typ, off, ptr, _gen = KEY_PTR.unpack_from(data, HEADER_SIZE + i * KEY_PTR.size)
-                keys.append((oid, typ, off))
-                ptrs.append(ptr)
-            self.ptrs = ptrs
+            raw = list(KEY_PTR.iter_unpack(
+                memoryview(data)[HEADER_SIZE:HEADER_SIZE + nritems * KEY_PTR.size]))
+            keys = [(oid, typ, off) for oid, typ, off, _ptr, _gen in raw]
+            self.ptrs = [ptr for _oid, _typ, _off, ptr, _gen in raw]
             self._items = []
-        for i in range(1, nritems):
-            if keys[i] <= keys[i - 1]:
-                raise corrupted(where, f"keys out of order at item {i}")
+        if any(b <= a for a, b in zip(keys, keys[1:])):
+            bad = next(i for i in range(1, nritems) if keys[i] <= keys[i - 1])
+            raise corrupted(where, f"keys out of order at item {bad}")
         self.keys = keys
 
     def item(self, i: int) -> memoryview:

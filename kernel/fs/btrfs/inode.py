@@ -72,6 +72,13 @@ def _entries(data: memoryview, where: str) -> Iterator[tuple[tuple[int, int, int
         yield (oid, typ, off), ftype, name, value
 
 
+def _timespec(sec: int, nsec: int) -> int:
+    """A btrfs_timespec (signed seconds, nanoseconds) in nanoseconds."""
+    if sec >= 1 << 63:
+        sec -= 1 << 64
+    return sec * _NS + min(nsec, _NS - 1)
+
+
 PREFETCH_EXTENTS = 32  # a file's extents read with its inode item, if it has no more
 
 
@@ -132,13 +139,13 @@ class BtrfsInode(Inode):
             self.mode = S_IFDIR | 0o755
             self.nlink = 1
             return
-        what = f"btrfs inode {ino} (subvolume {subvol.id})"
         if len(item) < INODE_ITEM.size:
-            raise corrupted(what, "inode item truncated")
+            raise corrupted(f"btrfs inode {ino} (subvolume {subvol.id})", "inode item truncated")
         (gen, _transid, size, nbytes, _bg, nlink, uid, gid, mode, rdev, flags, _seq, _res,
          asec, ansec, csec, cnsec, msec, mnsec, osec, onsec) = INODE_ITEM.unpack_from(item, 0)
         if size >= 1 << 63 or mode & 0o170000 == 0:
-            raise corrupted(what, f"bad size {size} or mode {mode:o}")
+            raise corrupted(f"btrfs inode {ino} (subvolume {subvol.id})",
+                            f"bad size {size} or mode {mode:o}")
         self.generation = gen
         self.size = size
         bs = sb.blocksize  # btrfs_getattr: the bytes in use rounded up to whole sectors
@@ -149,14 +156,8 @@ class BtrfsInode(Inode):
             # the kernel's internal dev_t (major << 20 | minor)
             self.rdev = makedev(rdev >> 20 & 0xFFF, rdev & 0xFFFFF)
         self.flags = flags
-
-        def t(sec: int, nsec: int) -> int:
-            if sec >= 1 << 63:
-                sec -= 1 << 64
-            return sec * _NS + min(nsec, _NS - 1)
-
-        self.atime_ns, self.ctime_ns = t(asec, ansec), t(csec, cnsec)
-        self.mtime_ns, self.btime_ns = t(msec, mnsec), t(osec, onsec)
+        self.atime_ns, self.ctime_ns = _timespec(asec, ansec), _timespec(csec, cnsec)
+        self.mtime_ns, self.btime_ns = _timespec(msec, mnsec), _timespec(osec, onsec)
 
     @property
     def dev(self) -> int:
