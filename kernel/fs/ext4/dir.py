@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from ...errors import EFSBADCRC, corrupted
 from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN
 from .csum import block_csum
-from .hash import EXT4_HTREE_EOF_64BIT, dx_hash, hash2pos
+from .hash import EXT4_HTREE_EOF_64BIT, dx_hash_many, hash2pos
 from .inline import inline_parts
 from .ondisk import (
     DX_ROOT_INFO_OFFSET,
@@ -354,7 +354,7 @@ def _hashed_cache(inode: Ext4Inode) -> DirCache:
     version = hash_version(inode)
     seed = sb.hash_seed
     dot, dotdot = inode.ino, 0
-    items: list[tuple[int, bytes, int, int]] = []
+    found: list[tuple[bytes, int, int]] = []
     for lblk, pblk, buf in dir_blocks(inode):
         for _off, ino, name, ft in block_entries(inode, lblk, pblk, buf):
             if name == b".":
@@ -362,8 +362,10 @@ def _hashed_cache(inode: Ext4Inode) -> DirCache:
             if name == b"..":
                 dotdot = ino
                 continue
-            major, minor = dx_hash(name, version, seed)
-            items.append((hash2pos(major, minor), name, ino, ft_to_dt(ft)))
+            found.append((name, ino, ft))
+    hashes = dx_hash_many([name for name, _ino, _ft in found], version, seed)
+    items = [(hash2pos(major, minor), name, ino, ft_to_dt(ft))
+             for (major, minor), (name, ino, ft) in zip(hashes, found)]
     items.sort()
     positions = [0, DOTDOT_POS]
     entries = [(b".", dot, DT_DIR), (b"..", dotdot or dot, DT_DIR)]

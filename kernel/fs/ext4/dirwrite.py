@@ -36,7 +36,7 @@ from .dir import (
     is_dx_node,
     is_hashed,
 )
-from .hash import dx_hash, hash2pos
+from .hash import dx_hash, dx_hash_many, hash2pos
 from .ondisk import (
     DX_NODE_ENTRIES_OFFSET,
     DX_ROOT_ENTRIES_OFFSET,
@@ -361,14 +361,13 @@ def _leaf_hashes(inode: Ext4Inode, data: bytearray) -> list[tuple[int, int, byte
     sb = inode.sb
     version = hash_version(inode)
     known = _state(inode).hashes
-    out = []
-    for off, ino, _rl, nl in _walk(data, _limit(inode), sb.blocksize,
-                                   f"ext4 directory inode {inode.ino}"):
-        if ino:
-            name = bytes(data[off + 8:off + 8 + nl])
-            h = known.get(name)
-            major, minor = h if h is not None else dx_hash(name, version, sb.hash_seed)
-            out.append((major, minor, name, ino, data[off + 7]))
+    live = [(bytes(data[off + 8:off + 8 + nl]), ino, data[off + 7])
+            for off, ino, _rl, nl in _walk(data, _limit(inode), sb.blocksize,
+                                           f"ext4 directory inode {inode.ino}") if ino]
+    unknown = [name for name, _ino, _ft in live if name not in known]
+    # names this mount did not add are hashed together
+    other = dict(zip(unknown, dx_hash_many(unknown, version, sb.hash_seed))) if unknown else {}
+    out = [(*(known.get(name) or other[name]), name, ino, ft) for name, ino, ft in live]
     out.sort()
     return out
 

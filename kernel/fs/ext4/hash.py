@@ -33,6 +33,9 @@ DELTA = 0x9E3779B9
 
 _HIGH = bytes(1 if c >= 128 else 0 for c in range(256))  # which bytes are negative chars
 _WORDS = [struct.Struct(f">{n}I") for n in range(9)]
+LANES = 128
+_LANE_ONE = (1).to_bytes(8, "little")  # one 64-bit lane holding 1
+_PADS = [bytes([n]) * 32 for n in range(32)]  # a short name's pad: its length in every byte
 
 
 def _legacy(name: bytes, signed: bool) -> int:
@@ -76,7 +79,26 @@ def _str2hashbuf(msg: bytes, signed: bool, num: int) -> list[int]:
     return words
 
 
-def _half_md4(buf: list[int], x: list[int]) -> None:
+def _hashbuf32(msg: bytes) -> bytes:
+    """The 32 bytes whose big-endian words are ``_str2hashbuf(msg, False, 8)``."""
+    n = len(msg)
+    if n >= 32:
+        return msg[:32]
+    pad = _PADS[n]
+    full = n & ~3
+    if n & 3:  # the short last word: pad bytes first, then the name's last bytes
+        msg = msg[:full] + pad[:4 - (n & 3)] + msg[full:]
+    return msg + pad[:32 - len(msg)]
+
+
+def _half_md4(buf: list[int], x: list[int], M: int = M, K2: int = K2, K3: int = K3) -> None:  # noqa: N803
+    """One half-MD4 transform of ``buf`` by the eight words ``x``.
+
+    With the defaults, on 32-bit words. ``dx_hash_many`` runs it on many names at once:
+    every value is then a row of 64-bit lanes, one name per lane, and ``M``, ``K2`` and
+    ``K3`` are the mask and constants repeated in every lane; no sum reaches a lane's
+    upper half, so lanes never carry into each other.
+    """
     a, b, c, d = buf
     x0, x1, x2, x3, x4, x5, x6, x7 = x
     # round 1: F(x, y, z) = z ^ (x & (y ^ z)); only the low 32 bits matter until rol
@@ -178,6 +200,45 @@ def dx_hash(name: bytes, version: int, seed: tuple[int, int, int, int] | None) -
     if major == EXT4_HTREE_EOF_32BIT << 1:
         major = (EXT4_HTREE_EOF_32BIT - 1) << 1
     return major, minor
+
+
+def dx_hash_many(names: list[bytes], version: int,
+                 seed: tuple[int, int, int, int] | None) -> list[tuple[int, int]]:
+    """``dx_hash`` of every name, the same values; half-MD4 hashes many names in one pass,
+    each Python integer operation working on all of them (one 64-bit lane per name)."""
+    if version not in (DX_HASH_HALF_MD4, DX_HASH_HALF_MD4_UNSIGNED) or len(names) < 4:
+        return [dx_hash(n, version, seed) for n in names]
+    signed = version == DX_HASH_HALF_MD4
+    out: list[tuple[int, int]] = [(0, 0)] * len(names)
+    by_chunks: dict[int, list[int]] = {}  # names needing the same number of transforms
+    for i, n in enumerate(names):
+        by_chunks.setdefault((len(n) + 31) // 32, []).append(i)
+    s0, s1, s2, s3 = seed or _DEFAULT_SEED
+    # at most LANES names a pass: longer integers cost more per name than they save
+    for chunks, idx in [(c, ix[k:k + LANES]) for c, ix in by_chunks.items()
+                        for k in range(0, len(ix), LANES)]:
+        lanes = len(idx)
+        rep = int.from_bytes(_LANE_ONE * lanes, "little")
+        mask = M * rep
+        pack = struct.Struct(f"<{lanes}Q")
+        buf = [s0 * rep, s1 * rep, s2 * rep, s3 * rep]
+        words = struct.Struct(f">{8 * lanes}I")
+        for pos in range(0, chunks * 32, 32):
+            flat = list(words.unpack(b"".join(_hashbuf32(names[i][pos:]) for i in idx)))
+            if signed:  # a byte of 128 or more is a negative char: the slow packing
+                for k, i in enumerate(idx):
+                    if not names[i][pos:pos + 32].isascii():
+                        flat[8 * k:8 * k + 8] = _str2hashbuf(names[i][pos:], True, 8)
+            x = [int.from_bytes(pack.pack(*flat[w::8]), "little") for w in range(8)]
+            _half_md4(buf, x, mask, K2 * rep, K3 * rep)
+        majors = pack.unpack(buf[1].to_bytes(8 * lanes, "little"))
+        minors = pack.unpack(buf[2].to_bytes(8 * lanes, "little"))
+        for i, major, minor in zip(idx, majors, minors):
+            major &= ~1 & M
+            if major == EXT4_HTREE_EOF_32BIT << 1:
+                major = (EXT4_HTREE_EOF_32BIT - 1) << 1
+            out[i] = (major, minor)
+    return out
 
 
 def hash2pos(major: int, minor: int) -> int:
