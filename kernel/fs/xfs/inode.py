@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...errors import corrupted, kerr
 from ...uapi import S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, makedev
@@ -28,7 +28,8 @@ from .symlink import read_target
 if TYPE_CHECKING:
     from .super import XfsSuper
 
-_core = od.xfs_dinode
+# the v3 fields _decode wants: di_flags2, di_crtime, di_ino, di_uuid (xfs_dinode's offsets)
+_v3 = struct.Struct(">120xQ16xQQ16s")
 _u32 = struct.Struct(">I")
 _NS = 1_000_000_000
 _BIGTIME_OFF = od.XFS_BIGTIME_EPOCH_OFFSET * _NS
@@ -79,17 +80,18 @@ class XfsInode(Inode):
         raw = self.raw
         ino = self.ino
         what = f"inode {ino}"
-        d: Any = _core.unpack_from(raw, 0) if geo.crc else None
         (magic, mode, version, fmt, onlink, uid, gid, nlink) = _head.unpack_from(raw, 0)
         if magic != od.XFS_DINODE_MAGIC:
             raise corrupted(what, f"bad inode magic {magic:#x}")
+        flags2 = crtime = 0
         if geo.crc:
+            flags2, crtime, di_ino, di_uuid = _v3.unpack_from(raw, 0)
             if version != 3:
                 raise corrupted(what, f"inode version {version} on a v5 filesystem")
             if not crc_ok(raw, od.XFS_DINODE_CRC_OFF):
                 raise corrupted(what, "metadata checksum mismatch")
-            if d.di_ino != ino or d.di_uuid != geo.meta_uuid:
-                raise corrupted(what, f"inode header names inode {d.di_ino}")
+            if di_ino != ino or di_uuid != geo.meta_uuid:
+                raise corrupted(what, f"inode header names inode {di_ino}")
         elif version not in (1, 2):
             raise corrupted(what, f"inode version {version} on a v4 filesystem")
         if mode == 0:
@@ -102,7 +104,6 @@ class XfsInode(Inode):
             raise corrupted(what, f"data fork format {fmt} is invalid for mode {mode:o}")
         (big_next, atime, mtime, ctime, size, nblocks, _extsize, nexts32, anext16, forkoff,
          aformat, _dmev, _dmst, flags, gen) = _mid.unpack_from(raw, 24)
-        flags2 = d.di_flags2 if geo.crc else 0
         if flags2 & od.XFS_DIFLAG2_NREXT64:
             if not geo.nrext64:
                 raise corrupted(what, "large extent counts without the nrext64 feature")
@@ -144,7 +145,7 @@ class XfsInode(Inode):
         self.atime_ns = _ts(atime, big)
         self.mtime_ns = _ts(mtime, big)
         self.ctime_ns = _ts(ctime, big)
-        self.btime_ns = _ts(d.di_crtime, big) if geo.crc else None
+        self.btime_ns = _ts(crtime, big) if geo.crc else None
         self.generation = gen
         if fmt == od.XFS_DINODE_FMT_DEV and ftype in (S_IFCHR, S_IFBLK):
             dev = _u32.unpack_from(raw, core)[0]
