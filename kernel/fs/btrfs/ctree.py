@@ -15,9 +15,10 @@ from __future__ import annotations
 import bisect
 import errno
 import hashlib
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ...errors import EFSBADCRC, corrupted, kerr
 from ...lib.crc import crc32c
@@ -62,6 +63,17 @@ def make_csum(csum_type: int) -> object:
     raise kerr(errno.EOPNOTSUPP, "btrfs superblock", f"unknown checksum type {csum_type}")
 
 
+def make_csum_many(csum_type: int, one: Any) -> Any:
+    """(data, sector size) -> the digests of every sector of ``data``, end to end."""
+    if csum_type == CSUM_CRC32C:
+        def crc32c_many(data: memoryview, ss: int) -> bytes:
+            k = len(data) // ss
+            return struct.pack(f"<{k}I", *[crc32c(data[i:i + ss])
+                                           for i in range(0, k * ss, ss)])
+        return crc32c_many
+    return lambda data, ss: b"".join([one(data[i:i + ss]) for i in range(0, len(data), ss)])
+
+
 class Chunk:
     __slots__ = ("start", "length", "type", "stripes")
 
@@ -80,6 +92,7 @@ class Fs:
         self.sectorsize = sectorsize
         self.csum_type = csum_type
         self.csum = make_csum(csum_type)
+        self.csum_many = make_csum_many(csum_type, self.csum)
         self.csum_len = CSUM_LEN[csum_type]
         self.devid = devid
         self.chunks: list[Chunk] = []

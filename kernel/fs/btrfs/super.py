@@ -285,27 +285,40 @@ class BtrfsSuper(SuperBlock):
         start = logical - logical % ss
         stop = -(-(logical + length) // ss) * ss
         copies = fs.map(start, stop - start)
-        sums = self._csums(start, stop) if verify and self.csum_tree is not None else {}
+        runs = self._csums(start, stop) if verify and self.csum_tree is not None else []
         last: OSError | None = None
         for p in copies:
             buf = bytearray(stop - start)
             data = memoryview(buf)
             fs.dev.read_cached(p, data)
-            bad = [s for s, c in sums.items()
-                   if fs.csum(data[s - start:s - start + ss])[:fs.csum_len] != c]  # type: ignore[operator]
-            if not bad:
+            bad = self._bad_sector(data, start, runs)
+            if bad is None:
                 if logical == start and length == len(buf):
                     return bytes(buf)
                 return bytes(data[logical - start:logical - start + length])
-            last = corrupted(where, f"data checksum mismatch at logical {bad[0]}", errno.EIO)
+            last = corrupted(where, f"data checksum mismatch at logical {bad}", errno.EIO)
         assert last is not None
         raise last
 
-    def _csums(self, start: int, stop: int) -> dict[int, bytes]:
-        """Stored checksums of the sectors in [start, stop) (absent ones are not checked)."""
+    def _bad_sector(self, data: memoryview, start: int,
+                    runs: list[tuple[int, memoryview]]) -> int | None:
+        """The first sector of ``data`` (read from ``start``) whose checksum in ``runs``
+        does not match, or None."""
+        fs = self.fs
+        ss, n = self.blocksize, fs.csum_len
+        for at, sums in runs:
+            got = fs.csum_many(data[at - start:at - start + len(sums) // n * ss], ss)
+            if got != sums:
+                k = next(i for i in range(0, len(sums), n) if got[i:i + n] != sums[i:i + n])
+                return at + k // n * ss
+        return None
+
+    def _csums(self, start: int, stop: int) -> list[tuple[int, memoryview]]:
+        """Stored checksums of the sectors in [start, stop), as runs: (first sector, the
+        run's checksums end to end); sectors without one are not checked."""
         assert self.csum_tree is not None
         ss, n = self.blocksize, self.fs.csum_len
-        out: dict[int, bytes] = {}
+        out: list[tuple[int, memoryview]] = []
         first = self.csum_tree.floor((EXTENT_CSUM_OBJECTID, EXTENT_CSUM_KEY, start))
         begin = first[0] if first is not None and first[0][:2] == (EXTENT_CSUM_OBJECTID,
                                                                      EXTENT_CSUM_KEY) \
@@ -316,8 +329,8 @@ class BtrfsSuper(SuperBlock):
             count = len(data) // n
             lo = max(0, (start - at) // ss)
             hi = min(count, (stop - at + ss - 1) // ss)
-            for i in range(lo, hi):
-                out[at + i * ss] = bytes(data[i * n:(i + 1) * n])
+            if lo < hi:
+                out.append((at + lo * ss, data[lo * n:hi * n]))
         return out
 
     # -- operations -----------------------------------------------------------------------------

@@ -231,6 +231,9 @@ def test_data_checksums_are_checked_per_sector(tmp_path: Path) -> None:
         with pytest.raises(OSError) as e:
             k.sys.pread64(fd, 100, 2 * 4096 + 50)
         assert e.value.errno == errno.EIO and "checksum" in str(e.value)
+        with pytest.raises(OSError) as e:  # a read of all four names the bad one
+            k.sys.pread64(fd, 4 * 4096, 0)
+        assert f"at logical {disk + 2 * 4096}" in str(e.value)
 
 
 def test_bad_superblocks_and_truncation(tmp_path: Path) -> None:
