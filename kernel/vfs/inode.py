@@ -253,13 +253,18 @@ class Inode:
 # table comes after LOOKUPS_FOR_TABLE lookups, or one per TABLE_BYTES_PER_LOOKUP bytes of
 # directory if more (reading the whole directory then costs about what the hashed searches
 # did).
+# A small directory (SMALL_DIR_BYTES at most) gets its table at the first lookup: reading
+# it whole costs about what one search does.
 LOOKUPS_FOR_TABLE = 4
 TABLE_BYTES_PER_LOOKUP = 16384
+SMALL_DIR_BYTES = 8192
 
 
 def table_now(lookups: int, dir_size: int) -> bool:
     """Whether the ``lookups``-th lookup in a directory of ``dir_size`` bytes should read
     every name into a table (true once only)."""
+    if dir_size <= SMALL_DIR_BYTES:
+        return lookups == 1
     return lookups == max(LOOKUPS_FOR_TABLE, dir_size // TABLE_BYTES_PER_LOOKUP)
 
 

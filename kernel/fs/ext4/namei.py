@@ -65,9 +65,7 @@ def lookup(inode: Ext4Inode, name: bytes) -> int | None:
     if names is not None:
         return names.get(name)
     inode.lookups += 1
-    # a small directory is read whole by any search of it (a block is parsed at once):
-    # its table costs no more than one search
-    if inode.size <= _SMALL_DIR_BLOCKS * sb.blocksize or table_now(inode.lookups, inode.size):
+    if table_now(inode.lookups, inode.size):
         try:
             names = inode.dir_names = _name_table(inode)
             return names.get(name)

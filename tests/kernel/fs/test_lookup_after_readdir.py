@@ -2,7 +2,8 @@
 
 xfs (leaf and node directories) and btrfs keep the names a complete readdir met and
 answer later lookups from them; ext4 keeps its parsed directory. A directory looked up
-often (LOOKUPS_FOR_TABLE names) has its names read into a table. A lookup of a name the
+often (LOOKUPS_FOR_TABLE names), or a small one (SMALL_DIR_BYTES) at its first lookup, has
+its names read into a table. A lookup of a name the
 dentry cache has not seen must find the same inode (or none) every way: one by one (the
 hashed searches), from the table, after readdir; subvolume entries included, and a
 damaged block must not lose the names of the others.
@@ -28,8 +29,9 @@ MODES = ("one by one", "table", "readdir")
 def set_mode(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     """``set_mode(mode)``: "one by one" never builds a name table (each lookup searches)."""
     def apply(mode: str) -> None:
-        monkeypatch.setattr(kernel.vfs.inode, "LOOKUPS_FOR_TABLE", 1 << 30 if mode == "one by one"
-                            else 4)
+        alone = mode == "one by one"
+        monkeypatch.setattr(kernel.vfs.inode, "LOOKUPS_FOR_TABLE", 1 << 30 if alone else 4)
+        monkeypatch.setattr(kernel.vfs.inode, "SMALL_DIR_BYTES", -1 if alone else 8192)
     return apply
 
 
