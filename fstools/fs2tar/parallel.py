@@ -38,6 +38,7 @@ import kernel
 from ..common.cli import ToolError
 from .archive import ArchiveWriteError, RawWriter, TarWriter, finishing
 from .export import BLOCK as ENTRIES_PER_BLOCK
+from .export import DIR as DIR_ITEM
 from .export import Exporter, Item, Stats, TreeWalk
 
 _FRAME = struct.Struct("<BI")
@@ -122,6 +123,8 @@ def _walker(sys: kernel.Syscalls, root: str, job_fds: list[int], fd: int) -> NoR
         batch: list[Item] = []
         try:
             for item, _fd in walk.items():
+                if item[1] == DIR_ITEM:
+                    item = item[:9] + (None,)  # a worker takes a directory's stat itself
                 b = item[0] // ENTRIES_PER_BLOCK
                 if b != block:
                     _send_msg(job_fds[block % n], batch)
