@@ -21,11 +21,13 @@ written before it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import fcntl
 import os
 import pickle
+import select
 import signal
 import stat
 import struct
@@ -58,21 +60,74 @@ def default_jobs() -> int:
 
 
 class _Frames:
-    """A worker's side of its pipe."""
+    """A worker's side of its pipe.
 
-    def __init__(self, fd: int) -> None:
+    The parent takes a worker's bytes only when the worker's block is next, so a worker
+    that is ahead keeps what the pipe cannot hold (up to AHEAD bytes) and goes on with its
+    next block rather than wait; a pipe holds 1 MiB at most without privilege, less than a
+    block's bytes. The walker's pipe (``queue`` False) is written straight through."""
+
+    AHEAD = 16 << 20
+
+    def __init__(self, fd: int, queue: bool = False) -> None:
         self.fd = fd
+        self.pending: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.queue = queue
+        if queue:
+            os.set_blocking(fd, False)
 
     def send(self, kind: int, payload: bytes | memoryview = b"") -> None:
         head = _FRAME.pack(kind, len(payload))
         if len(payload) < 4096:
-            _write_all(self.fd, head + bytes(payload))
+            self._put(head + bytes(payload))
         else:
-            _write_all(self.fd, head)
-            _write_all(self.fd, payload)
+            self._put(head)
+            self._put(payload)
 
     def obj(self, kind: int, value: Any) -> None:
         self.send(kind, pickle.dumps(value, pickle.HIGHEST_PROTOCOL))
+
+    def _put(self, data: bytes | memoryview) -> None:
+        if not self.queue:
+            _write_all(self.fd, data)
+            return
+        if not self.pending:
+            try:
+                n = os.write(self.fd, data)
+            except BlockingIOError:
+                n = 0
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+        self.pending.append(bytes(data))  # a copy: the caller reuses its buffer
+        self.queued += len(data)
+        self._write_some()  # the pipe may have room again: keep the parent fed
+        if self.queued > self.AHEAD:
+            self.flush(self.AHEAD // 2)
+
+    def flush(self, limit: int = 0, until_readable: int = -1) -> None:
+        """Write what is kept until at most ``limit`` bytes are left, or until
+        ``until_readable`` has something to read."""
+        while self.queued > limit:
+            rd = [until_readable] if until_readable >= 0 else []
+            readable, _w, _x = select.select(rd, [self.fd], [])
+            if readable:
+                return
+            self._write_some()
+
+    def _write_some(self) -> None:
+        while self.pending:
+            data = self.pending[0]
+            try:
+                n = os.write(self.fd, data)
+            except BlockingIOError:
+                return
+            self.queued -= n
+            if n < len(data):
+                self.pending[0] = data[n:]
+                return
+            self.pending.popleft()
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -97,13 +152,23 @@ def _stats_tuple(st: Stats) -> tuple[int, int, list[str], int, int]:
     return st.files, st.bytes, st.skipped, st.dropped_xattrs, st.sockets
 
 
-def _read_msg(f: Any) -> Any:
+def _read_exact(fd: int, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        more = os.read(fd, n - len(data))
+        if not more:
+            return None
+        data += more
+    return data
+
+
+def _read_msg(fd: int) -> Any:
     """One pickled message from a pipe (None at its end)."""
-    head = f.read(4)
-    if len(head) < 4:
+    head = _read_exact(fd, 4)
+    if head is None:
         return None
-    (n,) = struct.unpack("<I", head)
-    return pickle.loads(f.read(n))
+    data = _read_exact(fd, struct.unpack("<I", head)[0])
+    return None if data is None else pickle.loads(data)
 
 
 def _send_msg(fd: int, value: Any) -> None:
@@ -151,7 +216,7 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
             fd: int) -> NoReturn:
     """Write the items the walker sends down ``job_fd`` into ``fd``; never returns."""
     code = 0
-    frames = _Frames(fd)
+    frames = _Frames(fd, queue=True)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
         writer = TarWriter(None, fmt, spill=lambda view: frames.send(DATA, view))
@@ -164,10 +229,10 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
                             selinux_out=(_SelinuxLines(frames)  # type: ignore[arg-type]
                                          if options.pop("selinux") else None),
                             block_done=block_done, **options)
-        jobs = os.fdopen(job_fd, "rb", buffering=_PIPE_SIZE)
         try:
             while True:
-                batch = _read_msg(jobs)
+                frames.flush(until_readable=job_fd)  # what is kept goes while we wait
+                batch = _read_msg(job_fd)
                 if batch is None:  # the walker is gone: the parent hears why from it
                     writer.flush()
                     frames.obj(WALKER_GONE, None)
@@ -185,12 +250,14 @@ def _worker(sys: kernel.Syscalls, root: str, fmt: str, options: dict[str, Any], 
             writer.flush()
             frames.obj(FATAL, ("archive", str(e), e.fatal))
         writer.abort()
+        frames.flush()
     except BrokenPipeError:
         code = 1  # the parent is gone
     except BaseException:  # noqa: BLE001 - a bug: the parent reports it
         code = 1
         with contextlib.suppress(OSError):
             frames.obj(BUG, traceback.format_exc())
+            frames.flush()
     os._exit(code)
 
 

@@ -22,9 +22,12 @@ IMAGES = ["ext4-features.img", "ext4-inline.img", "ext4-ext2.img", "btrfs-featur
           "xfs-v5.img", "xfs-v4.img", "ext4-largedir.img"]
 
 
-def fs2tar(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
+def fs2tar(*args: str | os.PathLike[str], block: int = 8) -> subprocess.CompletedProcess[bytes]:
+    """fs2tar with blocks of ``block`` entries, so that small images span many blocks and
+    every worker writes some of each (0: the default size)."""
+    env = {**os.environ, "FS2TAR_BLOCK": str(block)} if block else None
     return subprocess.run([sys.executable, "-m", "fstools.fs2tar", "--no-progress",
-                           *map(os.fspath, args)], capture_output=True)
+                           *map(os.fspath, args)], capture_output=True, env=env)
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -43,6 +46,22 @@ def test_same_archive_whatever_the_number_of_workers(tmp_path: Path, name: str) 
         # -v lists every entry, in the archive's order, whoever wrote it
         assert archives[jobs][1] == archives[1][1]
     assert sha256_file(image) == before
+
+
+def test_default_blocks_same_archive(tmp_path: Path) -> None:
+    """With the default block size too (a 20,000-entry directory spans many blocks)."""
+    from fstools.fs2tar.export import BLOCK
+
+    image = unpack_image("ext4-largedir.img", tmp_path)
+    outs = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"d{jobs}.tar"
+        proc = fs2tar("-j", jobs, image, out, block=0)
+        assert proc.returncode == 0, proc.stderr
+        outs.append(out.read_bytes())
+    names = subprocess.run(["tar", "-tf", str(tmp_path / "d2.tar")], capture_output=True,
+                           check=True).stdout.splitlines()
+    assert len(names) > 10 * BLOCK and outs[0] == outs[1]
 
 
 def test_compressed_and_to_stdout(tmp_path: Path) -> None:
