@@ -51,7 +51,8 @@ SMALL_FILE = 4 << 20  # read whole before writing the header: errors never leave
 # two of them seldom read the same readahead window of small files (with 32, each read
 # nearly every window of the other's files too). FS2TAR_BLOCK sets another size: the tests
 # use it to spread small images over many blocks.
-BLOCK = max(1, int(os.environ.get("FS2TAR_BLOCK", "") or 256))
+_block = os.environ.get("FS2TAR_BLOCK", "")
+BLOCK = int(_block) if _block.isdigit() and int(_block) > 0 else 256
 
 # the walk's items: (index, kind, path, parent path, name, d_type, d_ino, first name of the
 # inode or None, errors [(errno, message)] or None, stat or None); tuples, as they travel

@@ -288,12 +288,9 @@ class _Stream:
 
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes of the pipe."""
-        data = os.read(self.fd, n)
-        while len(data) < n:
-            more = os.read(self.fd, n - len(data))
-            if not more:
-                self.gone()
-            data += more
+        data = _read_exact(self.fd, n)
+        if data is None:
+            self.gone()
         return data
 
     def gone(self) -> NoReturn:
@@ -320,7 +317,6 @@ class _DirectOut:
     padded (libarchive pads only devices and named FIFOs, which keep the RawWriter)."""
 
     def __init__(self, out: str | int) -> None:
-        self.label = out
         if isinstance(out, int):
             self.fd, self._own = out, False
         else:

@@ -196,10 +196,14 @@ def dx_hash(name: bytes, version: int, seed: tuple[int, int, int, int] | None) -
         major, minor = buf[0], buf[1]
     else:
         raise kerr(errno.EUCLEAN, "ext4 htree", f"unknown directory hash version {version}")
-    major &= ~1 & M
-    if major == EXT4_HTREE_EOF_32BIT << 1:
-        major = (EXT4_HTREE_EOF_32BIT - 1) << 1
-    return major, minor
+    return _major(major), minor
+
+
+def _major(h: int) -> int:
+    """The major hash as the index keeps it: low bit clear (it marks a collision chain),
+    and never the end-of-directory value."""
+    h &= ~1 & M
+    return (EXT4_HTREE_EOF_32BIT - 1) << 1 if h == EXT4_HTREE_EOF_32BIT << 1 else h
 
 
 def dx_hash_many(names: list[bytes], version: int,
@@ -234,10 +238,7 @@ def dx_hash_many(names: list[bytes], version: int,
         majors = pack.unpack(buf[1].to_bytes(8 * lanes, "little"))
         minors = pack.unpack(buf[2].to_bytes(8 * lanes, "little"))
         for i, major, minor in zip(idx, majors, minors):
-            major &= ~1 & M
-            if major == EXT4_HTREE_EOF_32BIT << 1:
-                major = (EXT4_HTREE_EOF_32BIT - 1) << 1
-            out[i] = (major, minor)
+            out[i] = (_major(major), minor)
     return out
 
 

@@ -28,8 +28,11 @@ from .symlink import read_target
 if TYPE_CHECKING:
     from .super import XfsSuper
 
-# the v3 fields _decode wants: di_flags2, di_crtime, di_ino, di_uuid (xfs_dinode's offsets)
-_v3 = struct.Struct(">120xQ16xQQ16s")
+# the v3 fields _decode wants, at xfs_dinode's offsets: di_flags2, then di_crtime, di_ino
+# and di_uuid (which follow each other)
+_F2, _CRT = od.xfs_dinode.offset_of("di_flags2"), od.xfs_dinode.offset_of("di_crtime")
+assert od.xfs_dinode.offset_of("di_uuid") == od.xfs_dinode.offset_of("di_ino") + 8 == _CRT + 16
+_v3 = struct.Struct(f">{_F2}xQ{_CRT - _F2 - 8}xQQ16s")
 _u32 = struct.Struct(">I")
 _NS = 1_000_000_000
 _BIGTIME_OFF = od.XFS_BIGTIME_EPOCH_OFFSET * _NS
