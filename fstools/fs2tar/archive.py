@@ -1,9 +1,9 @@
 """A tar writer on libarchive, with what libarchive-c's Python API lacks.
 
-libarchive-c binds the basics; extended attributes, ACLs, sparse maps, hard
-links and nanosecond times are bound here through its ffi (``ctypes``) so
-that every entry carries everything the image holds. Errors become
-``ArchiveWriteError`` with libarchive's message.
+Every function used is bound here with ``ctypes`` (extended attributes, ACLs,
+sparse maps, hard links and nanosecond times included), so that every entry
+carries everything the image holds; libarchive-c is only the fallback that
+finds the library. Errors become ``ArchiveWriteError`` with libarchive's message.
 """
 
 from __future__ import annotations
@@ -21,11 +21,25 @@ from collections.abc import Callable, Iterator
 from ctypes import c_char_p, c_int, c_int64, c_long, c_longlong, c_size_t, c_uint, c_void_p
 from typing import Any, Protocol
 
-from libarchive import ffi
-
 log = logging.getLogger(__name__)
 
-_lib = ffi.libarchive
+
+def _load_libarchive() -> ctypes.CDLL:
+    """The C library: ``$LIBARCHIVE`` as libarchive-c takes it, else its soname (a
+    dlopen); only if that fails libarchive-c's own search, whose package import and
+    ``ldconfig -p`` cost a tool's start-up some 30 ms."""
+    path = os.environ.get("LIBARCHIVE")
+    try:
+        return ctypes.CDLL(path or "libarchive.so.13")
+    except OSError:
+        if path:
+            raise
+    from libarchive import ffi
+
+    return ffi.libarchive  # type: ignore[no-any-return]
+
+
+_lib = _load_libarchive()
 ARCHIVE_OK = 0
 ARCHIVE_WARN = -20
 
@@ -95,6 +109,18 @@ _write_open_memory = _bind("write_open_memory",
                            [c_void_p, c_void_p, c_size_t, ctypes.POINTER(c_size_t)], c_int)
 _error_string = _bind("error_string", [c_void_p], c_char_p)
 _errno = _bind("errno", [c_void_p], c_int)
+
+
+
+def _setup(a: Any, prefix: str, name: str, what: str) -> int:
+    """Call ``archive_<prefix><name>(a)``: a write format or filter."""
+    try:
+        f = _bind(prefix + name, [c_void_p], c_int)
+    except AttributeError:
+        raise ArchiveWriteError(f"the write {what} {name!r} is not available in this "
+                                "libarchive") from None
+    return f(a)  # type: ignore[no-any-return]
+
 
 _entry_new = _bind("entry_new", [], c_void_p)
 _entry_free = _bind("entry_free", [c_void_p], None)
@@ -219,13 +245,14 @@ class _Writer:
             raise ArchiveWriteError("cannot create an archive writer")
         self._handles.append(a)
         self._a = a  # for _check's messages
-        ffi.get_write_format_function(FORMATS.get(self.format, self.format))(a)
+        self._check(_setup(a, "write_set_format_", FORMATS.get(self.format, self.format),
+                           "format"))
         if self.format == "pax":
             # SCHILY.xattr.* only: GNU tar reads those, and warns about
             # every LIBARCHIVE.xattr.* duplicate libarchive adds by default
             self._check(_write_set_options(a, b"xattrheader=SCHILY"))
         if self._compression:
-            ffi.get_write_filter_function(FILTERS[self._compression])(a)
+            self._check(_setup(a, "write_add_filter_", FILTERS[self._compression], "filter"))
         return a
 
     # -- memory mode ----------------------------------------------------------------------

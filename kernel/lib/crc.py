@@ -10,10 +10,35 @@
 
 from __future__ import annotations
 
-import crc32c as _crc32c
+import importlib.machinery
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
 import crcmod as _crcmod
 
-_std = _crc32c.crc32c
+
+def _load_crc32c() -> Callable[..., int]:
+    """The crc32c package's compiled function. Its ``__init__`` asks importlib.metadata for
+    the package version, which costs a tool's start-up some 30 ms; the extension module is
+    loaded on its own when it can be found, else the package is imported as usual."""
+    try:
+        spec = importlib.util.find_spec("crc32c")
+        where = spec.submodule_search_locations if spec is not None else None
+        ext = importlib.machinery.PathFinder.find_spec("_crc32c", list(where or ()))
+        if ext is not None and isinstance(ext.loader, importlib.machinery.ExtensionFileLoader):
+            ext.name = "crc32c._crc32c"
+            mod: Any = importlib.util.module_from_spec(ext)
+            ext.loader.exec_module(mod)
+            return mod.crc32c  # type: ignore[no-any-return]
+    except (ImportError, AttributeError, OSError):
+        pass
+    import crc32c
+
+    return crc32c.crc32c  # type: ignore[no-any-return]
+
+
+_std = _load_crc32c()
 
 _MASK = 0xFFFFFFFF
 

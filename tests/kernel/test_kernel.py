@@ -35,6 +35,63 @@ def test_type_is_detected_from_the_superblock(tmp_path: Path, name: str, fstype:
         assert k.sys.stat(root).st_mode & 0o170000 == 0o040000
 
 
+def test_probe_fields_are_the_on_disk_ones() -> None:
+    """Each driver's probe reads the superblock with a struct of its own (so that detection
+    imports no driver): its fields sit where the format modules say."""
+    import re
+    import struct
+
+    from kernel.fs import btrfs, ext4, xfs
+    from kernel.fs.btrfs import ondisk as bod
+    from kernel.fs.ext4 import ondisk as eod
+    from kernel.fs.xfs import ondisk as xod
+
+    def offsets(st: struct.Struct) -> list[int]:
+        out, pos = [], 0
+        for count, code in re.findall(r"(\d*)([a-zA-Z])", st.format[1:]):
+            n = int(count or 1)
+            if code == "x":
+                pos += n
+                continue
+            out.append(pos)
+            pos += struct.calcsize(st.format[0] + code) * n
+        return out
+
+    names = ["s_inodes_count", "s_log_block_size", "s_blocks_per_group", "s_inodes_per_group",
+             "s_magic", "s_rev_level", "s_feature_incompat"]
+    assert offsets(ext4._PROBE) == [eod.ext4_super_block.offset_of(n) for n in names]
+    assert (ext4.SUPERBLOCK_OFFSET, ext4.SUPERBLOCK_SIZE) == (eod.SUPERBLOCK_OFFSET,
+                                                              eod.SUPERBLOCK_SIZE)
+    assert (ext4._MAGIC, ext4._INCOMPAT_JOURNAL_DEV) == (eod.EXT4_SUPER_MAGIC,
+                                                         eod.INCOMPAT_JOURNAL_DEV)
+    names = ["sb_magicnum", "sb_blocksize", "sb_agblocks", "sb_agcount", "sb_versionnum"]
+    assert offsets(xfs._PROBE) == [xod.xfs_dsb.offset_of(n) for n in names]
+    assert xfs._MAGIC == xod.XFS_SB_MAGIC
+    assert (btrfs._SUPER_OFFSET, btrfs._SUPER_INFO_SIZE, btrfs._MAGIC) == (
+        bod.SUPER_OFFSETS[0], bod.SUPER_INFO_SIZE, bod.BTRFS_MAGIC)
+
+
+def test_only_the_mounted_driver_is_loaded(tmp_path: Path) -> None:
+    """Detection probes every driver, but only the one that mounts is imported whole (a
+    tool's start-up pays for one filesystem); the checksum library loads without its
+    package metadata."""
+    import subprocess
+    import sys
+
+    image = unpack_image("btrfs-basic.img", tmp_path)
+    code = (
+        "import sys, kernel\n"
+        "with kernel.Kernel(mb=16) as k:\n"
+        f"    root = k.mount_dev(k.disk_add({str(image)!r}, readonly=True))\n"
+        "    assert k.sys.stat(root + '/.').st_ino == 256\n"
+        "    print(sorted(m for m in sys.modules if m.endswith('.super') and 'kernel.fs' in m))\n"
+        "    print('importlib.metadata' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == "['kernel.fs.btrfs.super']"
+    assert out[1] == "False"
+
+
 def test_read_only_disk_gives_erofs_at_the_syscall_and_never_changes(tmp_path: Path) -> None:
     image = unpack_image("ext4-basic.img", tmp_path)
     before = sha256_file(image)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import EFSBADCRC, corrupted, kerr
 from ...uapi import MS_RDONLY
-from ...vfs.inode import FileSystemType, StatFs, SuperBlock
+from ...vfs.inode import StatFs, SuperBlock
 from .ctree import Fs, Tree, load_chunk_tree
 from .inode import BtrfsInode, _entries, first_items, name_hash
 from .ondisk import (
@@ -352,18 +352,8 @@ class BtrfsSuper(SuperBlock):
         return "ro"
 
 
-class BtrfsType(FileSystemType):
-    name = "btrfs"
-
-    def probe(self, bdev: BlockDevice) -> bool:
-        off = SUPER_OFFSETS[0]
-        if bdev.size < off + SUPER_INFO_SIZE:
-            return False
-        raw = bytes(bdev.read(off, 512))
-        return raw[0x40:0x48] == BTRFS_MAGIC
-
-    def mount(self, kernel: object, bdev: BlockDevice | None, flags: int, options: str) -> SuperBlock:
-        if bdev is None:
-            raise kerr(errno.ENOTBLK, "btrfs")
-        return BtrfsSuper(kernel, bdev, flags, options)
-
+def mount(kernel: object, bdev: BlockDevice | None, flags: int, options: str) -> SuperBlock:
+    """``BtrfsType.mount`` (the type itself is in the package, light to import)."""
+    if bdev is None:
+        raise kerr(errno.ENOTBLK, "btrfs")
+    return BtrfsSuper(kernel, bdev, flags, options)

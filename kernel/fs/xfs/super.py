@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import corrupted, kerr
 from ...uapi import MS_RDONLY
-from ...vfs.inode import FileSystemType, Inode, StatFs, SuperBlock
+from ...vfs.inode import Inode, StatFs, SuperBlock
 from . import ondisk as od
 from .ag import read_agf, read_agi
 from .inode import XfsInode
@@ -171,21 +171,8 @@ class XfsSuper(SuperBlock):
         return "ro"
 
 
-class XfsType(FileSystemType):
-    name = "xfs"
-
-    def probe(self, bdev: BlockDevice) -> bool:
-        if bdev.size < 512:
-            return False
-        data = bdev.read(0, 512)
-        sb = od.xfs_dsb.unpack_from(data, 0)
-        bs = sb.sb_blocksize
-        return bool(sb.sb_magicnum == od.XFS_SB_MAGIC and 512 <= bs <= 65536 and not bs & (bs - 1)
-                    and sb.sb_versionnum & 0xF in (4, 5) and sb.sb_agcount > 0
-                    and sb.sb_agblocks > 0)
-
-    def mount(self, kernel: object, bdev: BlockDevice | None, flags: int, options: str,
-              ) -> SuperBlock:
-        if bdev is None:
-            raise kerr(errno.ENOTBLK, "xfs")
-        return XfsSuper(kernel, bdev, flags, options)
+def mount(kernel: object, bdev: BlockDevice | None, flags: int, options: str) -> SuperBlock:
+    """``XfsType.mount`` (the type itself is in the package, light to import)."""
+    if bdev is None:
+        raise kerr(errno.ENOTBLK, "xfs")
+    return XfsSuper(kernel, bdev, flags, options)

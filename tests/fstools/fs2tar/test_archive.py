@@ -146,3 +146,28 @@ def test_an_entry_described_in_one_call_is_the_same(tmp_path: Path,
         a = (tmp_path / f"fast-{fmt}.tar").read_bytes()
         b = (tmp_path / f"slow-{fmt}.tar").read_bytes()
         assert len(a) > 30_000 and a == b, fmt
+
+
+def test_libarchive_is_bound_without_libarchive_c(tmp_path: Path) -> None:
+    """The writer loads the C library by its soname: libarchive-c's package (and the
+    ``ldconfig -p`` its search runs) stays out of a tool's start-up; with the soname
+    missing, ``$LIBARCHIVE`` and then libarchive-c still find it. Every format and
+    compression binds, and an unknown one is a clean error."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fstools.fs2tar.archive import TarWriter, ArchiveWriteError\n"
+        "for fmt in ('pax', 'gnu', 'ustar'):\n"
+        "    for comp in (None, 'gzip', 'xz', 'zstd', 'bzip2'):\n"
+        f"        w = TarWriter({str(tmp_path / 'a.tar')!r}, fmt, comp)\n"
+        "        w.close()\n"
+        "try:\n"
+        f"    TarWriter({str(tmp_path / 'b.tar')!r}, 'nosuch')\n"
+        "except ArchiveWriteError as e:\n"
+        "    print(e)\n"
+        "print('libarchive' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["the write format 'nosuch' is not available in this libarchive", "False"]
