@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import errno
 import hashlib
+import operator
 import struct
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -190,70 +191,108 @@ class Fs:
         return Node(data, level, nritems, where, gen)
 
 
+_LEAF_ITEMS: dict[int, struct.Struct] = {}  # nritems -> the struct of that many btrfs_items
+_NODE_PTRS: dict[int, struct.Struct] = {}  # nritems -> that many btrfs_key_ptrs
+
+
+def _array(cache: dict[int, struct.Struct], one: struct.Struct, n: int) -> struct.Struct:
+    st = cache.get(n)
+    if st is None:
+        st = cache[n] = struct.Struct("<" + one.format.lstrip("<") * n)
+    return st
+
+
 class Node:
     """A verified tree block: keys and either item data (leaf) or child pointers."""
 
-    __slots__ = ("data", "level", "nritems", "where", "gen", "keys", "_items", "ptrs")
+    __slots__ = ("data", "level", "nritems", "where", "gen", "keys", "_view", "_offs", "_sizes",
+                 "ptrs")
 
     def __init__(self, data: bytes, level: int, nritems: int, where: str, gen: int) -> None:
         self.data, self.level, self.nritems, self.where, self.gen = data, level, nritems, where, gen
+        self._view = memoryview(data)
+        # the whole item (or pointer) array in one unpack, then split by field
         if level == 0:
-            first = HEADER_SIZE + nritems * ITEM.size  # where item data may start
-            raw = list(ITEM.iter_unpack(memoryview(data)[HEADER_SIZE:first]))
-            keys = [(oid, typ, off) for oid, typ, off, _doff, _size in raw]
-            items = [(HEADER_SIZE + doff, size) for _oid, _typ, _off, doff, size in raw]
-            ns = len(data)
-            if items and (min(s for s, _n in items) < first or
-                          max(s + n for s, n in items) > ns):
-                bad = next(i for i, (s, n) in enumerate(items) if s < first or s + n > ns)
+            flat = _array(_LEAF_ITEMS, ITEM, nritems).unpack_from(data, HEADER_SIZE)
+            keys = list(zip(flat[0::5], flat[1::5], flat[2::5]))
+            offs, sizes = flat[3::5], flat[4::5]
+            first = nritems * ITEM.size  # where item data may start, from the header's end
+            if offs and (min(offs) < first or
+                         max(map(operator.add, offs, sizes)) > len(data) - HEADER_SIZE):
+                bad = next(i for i in range(nritems)
+                           if offs[i] < first or offs[i] + sizes[i] > len(data) - HEADER_SIZE)
                 raise corrupted(where, f"item {bad} data out of bounds")
-            self._items = items
-            self.ptrs: list[int] = []
+            self._offs, self._sizes = offs, sizes
+            self.ptrs: tuple[int, ...] = ()
         else:
-            raw = list(KEY_PTR.iter_unpack(
-                memoryview(data)[HEADER_SIZE:HEADER_SIZE + nritems * KEY_PTR.size]))
-            keys = [(oid, typ, off) for oid, typ, off, _ptr, _gen in raw]
-            self.ptrs = [ptr for _oid, _typ, _off, ptr, _gen in raw]
-            self._items = []
-        if any(b <= a for a, b in zip(keys, keys[1:])):
+            flat = _array(_NODE_PTRS, KEY_PTR, nritems).unpack_from(data, HEADER_SIZE)
+            keys = list(zip(flat[0::5], flat[1::5], flat[2::5]))
+            self.ptrs = flat[3::5]
+            self._offs = self._sizes = ()
+        if not all(map(operator.lt, keys, keys[1:])):
             bad = next(i for i in range(1, nritems) if keys[i] <= keys[i - 1])
             raise corrupted(where, f"keys out of order at item {bad}")
         self.keys = keys
 
     def item(self, i: int) -> memoryview:
-        start, size = self._items[i]
-        return memoryview(self.data)[start:start + size]
+        start = HEADER_SIZE + self._offs[i]
+        return self._view[start:start + self._sizes[i]]
+
+
+Path = list[tuple[Node, int]]
 
 
 class Tree:
-    """One B-tree, from its root block."""
+    """One B-tree, from its root block.
+
+    A search starts from the path of the one before when every node on it would pick
+    the same child again (the finger): the walk of a directory's inodes, one after
+    another, then costs no descent from the root. The tree is read-only, so the nodes
+    on the path never change."""
 
     def __init__(self, fs: Fs, root: int, level: int, name: str) -> None:
         self.fs, self.root, self.level, self.name = fs, root, level, name
+        # the last search: its internal nodes with the child each took, and its leaf
+        self._finger: Path = []
+        self._leaf: Node | None = None
+
+    def _descend(self, key: Key) -> tuple[Path, Node]:
+        """The internal nodes down to the leaf a search for ``key`` reaches (each with
+        the child it takes: the last whose key is <= ``key``, else the first), and the
+        leaf."""
+        finger = self._finger
+        if finger:
+            for node, j in finger:
+                keys = node.keys
+                if (j and key < keys[j]) or (j + 1 < node.nritems and key >= keys[j + 1]):
+                    break
+            else:
+                assert self._leaf is not None
+                return finger[:], self._leaf
+        fs = self.fs
+        path: Path = []
+        node = fs.node(self.root, self.level, self.name)
+        while node.level > 0:
+            i = max(bisect.bisect_right(node.keys, key) - 1, 0)
+            path.append((node, i))
+            node = fs.node(node.ptrs[i], node.level - 1, self.name)
+        self._finger, self._leaf = path[:], node
+        return path, node
 
     def items(self, start: Key, end: Key | None = None) -> Iterator[tuple[Key, memoryview]]:
         """Every (key, data) with start <= key (< end), in key order."""
         fs = self.fs
-        path: list[tuple[Node, int]] = []
-        node = fs.node(self.root, self.level, self.name)
+        path, leaf = self._descend(start)
+        i = bisect.bisect_left(leaf.keys, start)
         while True:
-            if node.level == 0:
-                i = bisect.bisect_left(node.keys, start)
-                path.append((node, i))
-                break
-            i = max(bisect.bisect_right(node.keys, start) - 1, 0)
-            path.append((node, i))
-            node = fs.node(node.ptrs[i], node.level - 1, self.name)
-        while path:
-            leaf, i = path[-1]
+            keys = leaf.keys
             while i < leaf.nritems:
-                k = leaf.keys[i]
+                k = keys[i]
                 if end is not None and k >= end:
                     return
                 yield k, leaf.item(i)
                 i += 1
             # next leaf: climb to the first ancestor with a next child
-            path.pop()
             while path:
                 parent, j = path.pop()
                 if j + 1 < parent.nritems:
@@ -262,18 +301,15 @@ class Tree:
                     while child.level > 0:
                         path.append((child, 0))
                         child = fs.node(child.ptrs[0], child.level - 1, self.name)
-                    path.append((child, 0))
+                    leaf, i = child, 0
                     break
+            else:
+                return
 
     def floor(self, key: Key) -> tuple[Key, memoryview] | None:
         """The item with the greatest key <= ``key`` (None if there is none)."""
         fs = self.fs
-        path: list[tuple[Node, int]] = []
-        node = fs.node(self.root, self.level, self.name)
-        while node.level > 0:
-            i = max(bisect.bisect_right(node.keys, key) - 1, 0)
-            path.append((node, i))
-            node = fs.node(node.ptrs[i], node.level - 1, self.name)
+        path, node = self._descend(key)
         i = bisect.bisect_right(node.keys, key) - 1
         if i >= 0:
             return node.keys[i], node.item(i)
@@ -291,13 +327,7 @@ class Tree:
 
     def get(self, key: Key) -> memoryview | None:
         """The data of the item with exactly ``key`` (None if there is none)."""
-        fs = self.fs
-        node = fs.node(self.root, self.level, self.name)
-        while node.level > 0:
-            i = bisect.bisect_right(node.keys, key) - 1
-            if i < 0:
-                return None  # smaller than every key
-            node = fs.node(node.ptrs[i], node.level - 1, self.name)
+        _path, node = self._descend(key)
         i = bisect.bisect_left(node.keys, key)
         if i < node.nritems and node.keys[i] == key:
             return node.item(i)

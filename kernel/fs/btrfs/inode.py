@@ -156,8 +156,13 @@ class BtrfsInode(Inode):
             # the kernel's internal dev_t (major << 20 | minor)
             self.rdev = makedev(rdev >> 20 & 0xFFF, rdev & 0xFFFFF)
         self.flags = flags
-        self.atime_ns, self.ctime_ns = _timespec(asec, ansec), _timespec(csec, cnsec)
-        self.mtime_ns, self.btime_ns = _timespec(msec, mnsec), _timespec(osec, onsec)
+        if (asec | csec | msec | osec) < 1 << 63 and max(ansec, cnsec, mnsec, onsec) < _NS:
+            # the usual times (after 1970, nanoseconds in range): _timespec's result
+            self.atime_ns, self.ctime_ns = asec * _NS + ansec, csec * _NS + cnsec
+            self.mtime_ns, self.btime_ns = msec * _NS + mnsec, osec * _NS + onsec
+        else:
+            self.atime_ns, self.ctime_ns = _timespec(asec, ansec), _timespec(csec, cnsec)
+            self.mtime_ns, self.btime_ns = _timespec(msec, mnsec), _timespec(osec, onsec)
 
     @property
     def dev(self) -> int:
