@@ -311,3 +311,47 @@ def test_inode_read_with_its_items(tmp_path) -> None:
         while batch := k.sys.getdents64(dfd):
             names += [os.fsdecode(e.d_name) for e in batch if e.d_name not in (b".", b"..")]
         assert sorted(names) == sorted(f"e{i}" for i in range(50))
+
+
+def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -> None:
+    """A tree of three levels (4 KiB nodes, 3,000 files): every search through one Tree,
+    which starts from the path of the search before it, finds what a search from the root
+    finds, for keys in order, at random, between and outside the items."""
+    import random
+    from itertools import islice
+
+    from helpers import run
+
+    from kernel.fs.btrfs.ctree import Tree
+
+    src = tmp_path / "src"
+    for d in range(30):
+        (src / f"d{d:02}").mkdir(parents=True)
+        for f in range(100):
+            (src / f"d{d:02}" / f"f{f:03}").write_bytes(b"x" * (f * 37 % 3000))
+    image = tmp_path / "deep.img"
+    with open(image, "wb") as f:
+        f.truncate(256 << 20)
+    run("mkfs.btrfs", "-q", "-f", "-n", "4096", "--rootdir", src, image)
+    with Kernel(mb=32) as k:
+        root = mount(k, image)
+        sb = _sb(k, root)
+        tree = sb.subvol(5).tree
+        assert tree.level >= 2
+
+        def fresh() -> Tree:
+            return Tree(tree.fs, tree.root, tree.level, tree.name)
+
+        keys = [key for key, _ in fresh().items((0, 0, 0))]
+        rnd = random.Random(7)
+        probes = keys[::7] + rnd.sample(keys, 400) + [(oid, typ, off + 1) for oid, typ, off in
+                                                     rnd.sample(keys, 200)]
+        probes += [(0, 0, 0), (2**64 - 1, 255, 2**64 - 1)]
+        for key in probes:
+            want = [(k_, bytes(v)) for k_, v in islice(fresh().items(key), 5)]
+            got = [(k_, bytes(v)) for k_, v in islice(tree.items(key), 5)]
+            assert got == want, key
+            f, t = fresh().floor(key), tree.floor(key)
+            assert (f and (f[0], bytes(f[1]))) == (t and (t[0], bytes(t[1]))), key
+            f2, t2 = fresh().get(key), tree.get(key)
+            assert (f2 and bytes(f2)) == (t2 and bytes(t2)), key
