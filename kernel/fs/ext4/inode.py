@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 
 _VALID_TYPES = (S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK)
 _NS = 1_000_000_000
+
+
+INODE_EXTRA_ISIZE = struct.Struct("<H")  # i_extra_isize alone, for inodes too short for more
 
 
 def _xtime(sec: int, extra: int | None) -> int:
@@ -103,15 +107,28 @@ class Ext4Inode(Inode):
         extra = 0
         ex = None
         if len(raw) > EXT4_GOOD_OLD_INODE_SIZE:
-            extra = INODE_EXTRA.unpack_from(raw, EXT4_GOOD_OLD_INODE_SIZE)[0]
+            if len(raw) >= EXT4_GOOD_OLD_INODE_SIZE + INODE_EXTRA.size:
+                ex = INODE_EXTRA.unpack_from(raw, EXT4_GOOD_OLD_INODE_SIZE)
+                extra = ex[0]
+            else:
+                extra = INODE_EXTRA_ISIZE.unpack_from(raw, EXT4_GOOD_OLD_INODE_SIZE)[0]
             if EXT4_GOOD_OLD_INODE_SIZE + extra > len(raw) or extra & 3:
                 raise corrupted(what % ino, f"bad i_extra_isize {extra}")
-            if extra:
+            if not extra:
+                ex = None
+            elif ex is None:
                 buf = raw[EXT4_GOOD_OLD_INODE_SIZE:EXT4_GOOD_OLD_INODE_SIZE + 32]
                 ex = INODE_EXTRA.unpack(buf.ljust(32, b"\0"))
         self.extra_isize = extra
         # EXT4_FITS_IN_INODE: an extra field counts only inside i_extra_isize
-        if ex is not None:
+        if ex is not None and extra >= I_CRTIME_EXTRA_END:
+            # the usual large inode: every time with its extra word
+            cx, mx, ax, crt, crx = ex[2:7]
+            self.ctime_ns = (ctime + ((cx & 3) << 32)) * _NS + (cx >> 2)
+            self.mtime_ns = (mtime + ((mx & 3) << 32)) * _NS + (mx >> 2)
+            self.atime_ns = (atime + ((ax & 3) << 32)) * _NS + (ax >> 2)
+            self.btime_ns = (crt + ((crx & 3) << 32)) * _NS + (crx >> 2)
+        elif ex is not None:
             self.ctime_ns = _xtime(ctime, ex[2] if extra >= I_CTIME_EXTRA_END else None)
             self.mtime_ns = _xtime(mtime, ex[3] if extra >= I_MTIME_EXTRA_END else None)
             self.atime_ns = _xtime(atime, ex[4] if extra >= I_ATIME_EXTRA_END else None)

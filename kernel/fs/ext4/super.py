@@ -137,6 +137,9 @@ GroupDesc = tuple[int, int, int, int, int, int, int, int]
 # (block_bitmap, inode_bitmap, inode_table, flags, itable_unused, free_blocks,
 #  free_inodes, bitmap checksums: block | inode << 32)
 
+# from i_generation (0x64): it, l_i_checksum_lo (0x7C), i_extra_isize and i_checksum_hi
+_CSUM_FIELDS = struct.Struct("<I20xH2xHH")
+_CSUM_FIELDS_OLD = struct.Struct("<I20xH")  # a 128-byte inode: no extra fields
 _DESC32 = struct.Struct("<IIIHHHHIHHHH")
 _DESC64 = struct.Struct("<IIIHHHHIHHHHIIIHHHHIHHI")
 
@@ -521,12 +524,14 @@ class Ext4Super(SuperBlock):
         o = off % bs
         raw = bytes(buf.data[o:o + isize])
         if self.metadata_csum and self.es.s_creator_os == EXT4_OS_LINUX:
-            gen = struct.unpack_from("<I", raw, 0x64)[0]
-            has_hi = isize > EXT4_GOOD_OLD_INODE_SIZE and \
-                struct.unpack_from("<H", raw, 0x80)[0] >= 4
-            stored = struct.unpack_from("<H", raw, 0x7C)[0]
-            if has_hi:
-                stored |= struct.unpack_from("<H", raw, 0x82)[0] << 16
+            if isize > EXT4_GOOD_OLD_INODE_SIZE:
+                gen, stored, extra, hi = _CSUM_FIELDS.unpack_from(raw, 0x64)
+                has_hi = extra >= 4
+                if has_hi:
+                    stored |= hi << 16
+            else:
+                gen, stored = _CSUM_FIELDS_OLD.unpack_from(raw, 0x64)
+                has_hi = False
             seed = ck.inode_seed(self.csum_seed, ino, gen)
             if stored != ck.inode_csum(seed, raw, has_hi):
                 raise corrupted(f"ext4 inode {ino} (block {blk})", "checksum mismatch",
