@@ -71,7 +71,7 @@ class _Frames:
 
     def __init__(self, fd: int, queue: bool = False) -> None:
         self.fd = fd
-        self.pending: collections.deque[bytes] = collections.deque()
+        self.pending: collections.deque[bytes | memoryview] = collections.deque()
         self.queued = 0
         self.queue = queue
         if queue:
@@ -125,7 +125,7 @@ class _Frames:
                 return
             self.queued -= n
             if n < len(data):
-                self.pending[0] = data[n:]
+                self.pending[0] = memoryview(data)[n:]  # the rest, not a copy of it
                 return
             self.pending.popleft()
 
