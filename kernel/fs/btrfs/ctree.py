@@ -188,6 +188,8 @@ class Fs:
         esize = ITEM.size if level == 0 else KEY_PTR.size
         if HEADER_SIZE + nritems * esize > ns:
             raise corrupted(where, f"{nritems} items do not fit")
+        if level and not nritems:
+            raise corrupted(where, "node without children")  # only a leaf may be empty
         return Node(data, level, nritems, where, gen)
 
 

@@ -313,16 +313,9 @@ def test_inode_read_with_its_items(tmp_path) -> None:
         assert sorted(names) == sorted(f"e{i}" for i in range(50))
 
 
-def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -> None:
-    """A tree of three levels (4 KiB nodes, 3,000 files): every search through one Tree,
-    which starts from the path of the search before it, finds what a search from the root
-    finds, for keys in order, at random, between and outside the items."""
-    import random
-    from itertools import islice
-
+def _deep_image(tmp_path: Path) -> Path:
+    """A btrfs of 4 KiB nodes holding 3,000 files: its fs tree has three levels."""
     from helpers import run
-
-    from kernel.fs.btrfs.ctree import Tree
 
     src = tmp_path / "src"
     for d in range(30):
@@ -333,6 +326,19 @@ def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -
     with open(image, "wb") as f:
         f.truncate(256 << 20)
     run("mkfs.btrfs", "-q", "-f", "-n", "4096", "--rootdir", src, image)
+    return image
+
+
+def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -> None:
+    """A tree of three levels (4 KiB nodes, 3,000 files): every search through one Tree,
+    which starts from the path of the search before it, finds what a search from the root
+    finds, for keys in order, at random, between and outside the items."""
+    import random
+    from itertools import islice
+
+    from kernel.fs.btrfs.ctree import Tree
+
+    image = _deep_image(tmp_path)
     with Kernel(mb=32) as k:
         root = mount(k, image)
         sb = _sb(k, root)
@@ -355,3 +361,25 @@ def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -
             assert (f and (f[0], bytes(f[1]))) == (t and (t[0], bytes(t[1]))), key
             f2, t2 = fresh().get(key), tree.get(key)
             assert (f2 and bytes(f2)) == (t2 and bytes(t2)), key
+
+
+def test_internal_node_without_children_is_euclean(tmp_path: Path) -> None:
+    """An internal tree block claiming no children (checksum made to match) is refused
+    naming the block, not followed into an empty pointer array."""
+    image = _deep_image(tmp_path)
+    logical = _fs_tree_root(image)
+    for p in _physical(image, logical):
+        with open(image, "r+b") as f:
+            f.seek(p)
+            block = bytearray(f.read(4096))
+            assert block[0x64] >= 1  # the root's level: an internal node
+            struct.pack_into("<I", block, 0x60, 0)  # nritems
+            struct.pack_into("<I", block, 0, crc32c(bytes(block[32:])))
+            f.seek(p)
+            f.write(block)
+    with Kernel(mb=32) as k:
+        with pytest.raises(OSError) as e:
+            root = mount(k, image)
+            kernel_manifest(k.sys, root)
+        assert e.value.errno == errno.EUCLEAN
+        assert str(logical) in str(e.value)
