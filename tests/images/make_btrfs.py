@@ -7,7 +7,9 @@
 ``features`` is populated through a host kernel mount (compression with
 zlib, lzo and zstd for inline and regular extents, a subvolume, a snapshot,
 reflinked and preallocated files, NO_HOLES); ``dup`` has DUP metadata and a
-non-default checksum per image (xxhash64, sha256, blake2b). The expected
+non-default checksum per image (xxhash64, sha256, blake2b); ``deep`` has 4 KiB
+nodes and 3,000 files, so that its trees have internal nodes (three levels in the
+fs tree) for the searches and the fuzzer to go through. The expected
 tree is read back from a read-only loop mount with ``treeutil.host_manifest``.
 Outputs: ``btrfs-NAME.img.zst`` and ``btrfs-NAME.json`` ({"tree": ..., "meta": ...}).
 """
@@ -134,8 +136,20 @@ def make_layouts(work: Path) -> None:
     finish("mixed", img)
 
 
+def make_deep(work: Path) -> None:
+    src = work / "deep-src"
+    for d in range(30):
+        (src / f"d{d:02}").mkdir(parents=True)
+        for f in range(100):
+            (src / f"d{d:02}" / f"f{f:03}").write_bytes(b"x" * (f * 37 % 3000))
+    os.symlink("d00/f001", src / "link")
+    img = work / "deep.img"
+    mkfs(img, "-n", "4096", src=src)
+    finish("deep", img)
+
+
 MAKERS = {"basic": make_basic, "features": make_features, "csums": make_csums,
-          "layouts": make_layouts}
+          "layouts": make_layouts, "deep": make_deep}
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "6"))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 IMAGES = ["ext4-ext2.img", "ext4-ext3.img", "ext4-inline.img", "ext4-features.img",
-          "xfs-v4.img", "xfs-v5.img", "btrfs-basic.img", "btrfs-mixed.img", "btrfs-xxhash.img"]
+          "xfs-v4.img", "xfs-v5.img", "btrfs-basic.img", "btrfs-mixed.img", "btrfs-xxhash.img",
+          "btrfs-deep.img"]
 
 
 @pytest.mark.slow

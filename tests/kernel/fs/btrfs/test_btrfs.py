@@ -22,7 +22,7 @@ from kernel.lib.crc import crc32c
 
 FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", "rdev", "xattrs",
           "links", "nlink")
-NAMES = ["basic", "features", "xxhash", "sha256", "blake2", "node64k", "mixed"]
+NAMES = ["basic", "features", "xxhash", "sha256", "blake2", "node64k", "mixed", "deep"]
 
 
 def expected(name: str) -> dict:
@@ -313,32 +313,16 @@ def test_inode_read_with_its_items(tmp_path) -> None:
         assert sorted(names) == sorted(f"e{i}" for i in range(50))
 
 
-def _deep_image(tmp_path: Path) -> Path:
-    """A btrfs of 4 KiB nodes holding 3,000 files: its fs tree has three levels."""
-    from helpers import run
-
-    src = tmp_path / "src"
-    for d in range(30):
-        (src / f"d{d:02}").mkdir(parents=True)
-        for f in range(100):
-            (src / f"d{d:02}" / f"f{f:03}").write_bytes(b"x" * (f * 37 % 3000))
-    image = tmp_path / "deep.img"
-    with open(image, "wb") as f:
-        f.truncate(256 << 20)
-    run("mkfs.btrfs", "-q", "-f", "-n", "4096", "--rootdir", src, image)
-    return image
-
-
 def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -> None:
-    """A tree of three levels (4 KiB nodes, 3,000 files): every search through one Tree,
-    which starts from the path of the search before it, finds what a search from the root
-    finds, for keys in order, at random, between and outside the items."""
+    """A tree of three levels (btrfs-deep: 4 KiB nodes, 3,000 files): every search through
+    one Tree, which starts from the path of the search before it, finds what a search from
+    the root finds, for keys in order, at random, between and outside the items."""
     import random
     from itertools import islice
 
     from kernel.fs.btrfs.ctree import Tree
 
-    image = _deep_image(tmp_path)
+    image = unpack_image("btrfs-deep.img", tmp_path)
     with Kernel(mb=32) as k:
         root = mount(k, image)
         sb = _sb(k, root)
@@ -366,7 +350,7 @@ def test_searches_from_the_finger_equal_searches_from_the_root(tmp_path: Path) -
 def test_internal_node_without_children_is_euclean(tmp_path: Path) -> None:
     """An internal tree block claiming no children (checksum made to match) is refused
     naming the block, not followed into an empty pointer array."""
-    image = _deep_image(tmp_path)
+    image = unpack_image("btrfs-deep.img", tmp_path)
     logical = _fs_tree_root(image)
     for p in _physical(image, logical):
         with open(image, "r+b") as f:
