@@ -111,7 +111,6 @@ _error_string = _bind("error_string", [c_void_p], c_char_p)
 _errno = _bind("errno", [c_void_p], c_int)
 
 
-
 def _setup(a: Any, prefix: str, name: str, what: str) -> int:
     """Call ``archive_<prefix><name>(a)``: a write format or filter."""
     try:

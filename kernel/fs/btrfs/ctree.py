@@ -241,7 +241,7 @@ class Node:
         return self._view[start:start + self._sizes[i]]
 
 
-Path = list[tuple[Node, int]]
+NodePath = list[tuple[Node, int]]  # (internal node, index of the child taken), root first
 
 
 class Tree:
@@ -255,10 +255,10 @@ class Tree:
     def __init__(self, fs: Fs, root: int, level: int, name: str) -> None:
         self.fs, self.root, self.level, self.name = fs, root, level, name
         # the last search: its internal nodes with the child each took, and its leaf
-        self._finger: Path = []
+        self._finger: NodePath = []
         self._leaf: Node | None = None
 
-    def _descend(self, key: Key) -> tuple[Path, Node]:
+    def _descend(self, key: Key) -> tuple[NodePath, Node]:
         """The internal nodes down to the leaf a search for ``key`` reaches (each with
         the child it takes: the last whose key is <= ``key``, else the first), and the
         leaf."""
@@ -272,7 +272,7 @@ class Tree:
                 assert self._leaf is not None
                 return finger[:], self._leaf
         fs = self.fs
-        path: Path = []
+        path: NodePath = []
         node = fs.node(self.root, self.level, self.name)
         while node.level > 0:
             i = max(bisect.bisect_right(node.keys, key) - 1, 0)
