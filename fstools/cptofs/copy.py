@@ -344,7 +344,14 @@ class Copier:
     def _copy_entry(self, sfd: int, sname: bytes, spath: bytes, ddfd: int, dname: bytes,
                     dpath: bytes, rel: tuple[bytes, ...]) -> None:
         src, dst = self.src, self.dst
-        st = self._s(lambda: src.lstat_at(sfd, sname), spath)
+        try:
+            st = src.lstat_at(sfd, sname)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                # a directory linked into its own subtree: the kernel will not name it twice
+                self._loop_skipped(spath)
+                return
+            raise self._err(e, spath, False) from None
         mode = st.st_mode
         ftype = stat.S_IFMT(mode)
         key = (st.st_dev, st.st_ino)
@@ -417,8 +424,7 @@ class Copier:
                    key: tuple[int, int]) -> None:
         src = self.src
         if key in self._dirs:
-            self.warn(f"{self._show(spath, False)}: directory already copied (a directory loop "
-                      "or hard-linked directory in the source); skipped")
+            self._loop_skipped(spath)
             return
         xattrs = self._s(lambda: src.xattrs_at(sfd, sname), spath)
         new_sfd = self._s(lambda: src.opendir_at(sfd, sname), spath)
@@ -432,6 +438,10 @@ class Copier:
         self._stack.append(_Frame(new_sfd, new_dfd, True, own, names, spath, dpath, st, xattrs,
                                   ddfd, dname, rel + (dname,) if dname else rel))
         self._count(dpath, 0)
+
+    def _loop_skipped(self, spath: bytes) -> None:
+        self.warn(f"{self._show(spath, False)}: directory already copied (a directory loop "
+                  "or hard-linked directory in the source); skipped")
 
     def _finish_dir(self, fr: _Frame, best_effort: bool = False) -> None:
         try:

@@ -8,11 +8,13 @@ as Linux's ``struct path``; crossing a mount point swaps the pair.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..errors import kerr
 from ..uapi import MS_RDONLY
 
 if TYPE_CHECKING:
@@ -92,7 +94,17 @@ class Dentry:
             if d is not None:
                 return d
         assert self.inode is not None
-        return self.add(name, self.inode.lookup(name))
+        inode = self.inode.lookup(name)
+        if inode is not None and inode.is_dir:
+            d = self
+            while True:  # d_splice_alias: a directory among its own ancestors
+                if d.inode is inode:
+                    raise kerr(errno.ELOOP, name, f"directory loop: directory inode "
+                               f"{inode.ino} is its own ancestor here (damaged filesystem)")
+                if d.parent is d:
+                    break
+                d = d.parent
+        return self.add(name, inode)
 
     def drop(self) -> None:
         """Remove from the parent's cache (the entry is gone or may be stale)."""

@@ -224,7 +224,8 @@ def main() -> int:
         try:
             _seen, errs = walk(image)
         except Hang:
-            print(json.dumps({"hang": muts, "truncate": cut}), flush=True)
+            print(json.dumps({"hang": [(o, n.hex()) for o, n in muts], "truncate": cut}),
+                  flush=True)
             return 4
         except BaseException:
             print(json.dumps({"bug": traceback.format_exc(), "mutations": [(o, n.hex()) for o, n in muts],
