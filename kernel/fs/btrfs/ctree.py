@@ -281,16 +281,6 @@ class Tree:
         self._finger, self._leaf = path[:], node
         return path, node
 
-    def span(self, start: Key, end: Key) -> tuple[Node, int, int] | None:
-        """(leaf, i, j) when the items with start <= key < end are exactly ``leaf``'s items
-        i to j (a key >= ``end`` follows them in the same leaf); else None (``items``
-        then walks on into the next leaves)."""
-        _path, leaf = self._descend(start)
-        keys = leaf.keys
-        i = bisect.bisect_left(keys, start)
-        j = bisect.bisect_left(keys, end, i)
-        return (leaf, i, j) if j < leaf.nritems else None
-
     def items(self, start: Key, end: Key | None = None) -> Iterator[tuple[Key, memoryview]]:
         """Every (key, data) with start <= key (< end), in key order."""
         fs = self.fs

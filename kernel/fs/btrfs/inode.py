@@ -93,32 +93,11 @@ class FirstItems(NamedTuple):
 def first_items(tree, ino: int) -> tuple[memoryview | None, FirstItems]:  # noqa: ANN001
     """The inode item of ``ino`` and the items after it that every stat, listxattr and
     read wants (one walk of the tree instead of one per kind)."""
-    xattrs: list[memoryview]
-    extents: list[tuple[int, memoryview]]
-    start, end = (ino, INODE_ITEM_KEY, 0), (ino + 1, 0, 0)
-    span = tree.span(start, end)
-    if span is not None:
-        # every item of the inode in one leaf (the usual case): no walk
-        leaf, i, j = span
-        keys = leaf.keys
-        if i == j or keys[i] != start:
-            return None, FirstItems(None, None)  # no inode item first: the caller reports it
-        xattrs = []
-        extents = []
-        for k in range(i + 1, j):
-            _oid, typ, off = keys[k]
-            if typ == XATTR_ITEM_KEY:
-                xattrs.append(leaf.item(k))
-            elif typ > XATTR_ITEM_KEY:
-                if typ != EXTENT_DATA_KEY or len(extents) == PREFETCH_EXTENTS:
-                    return leaf.item(i), FirstItems(xattrs, None)
-                extents.append((off, leaf.item(k)))
-        return leaf.item(i), FirstItems(xattrs, extents)
     inode_item = None
-    xattrs = []
-    extents = []
+    xattrs: list[memoryview] = []
+    extents: list[tuple[int, memoryview]] = []
     xattrs_done = extents_done = False
-    for (_oid, typ, off), data in tree.items(start, end):
+    for (_oid, typ, off), data in tree.items((ino, INODE_ITEM_KEY, 0), (ino + 1, 0, 0)):
         if typ == INODE_ITEM_KEY:
             if off == 0 and inode_item is None:
                 inode_item = data
