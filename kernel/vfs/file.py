@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import heapq
 from typing import TYPE_CHECKING
 
 from ..errors import kerr
@@ -40,20 +41,28 @@ class File:
 
 
 class FdTable:
-    """Descriptors are the lowest free numbers, as POSIX requires."""
+    """Descriptors are the lowest free numbers, as POSIX requires.
+
+    The free numbers below ``_top`` (one past the highest ever used) are kept in a heap, so
+    the lowest free one is found in logarithmic time however many descriptors are open
+    (lklfuse holds one per inode the host knows: tens of thousands, with holes wherever the
+    host forgot one), where a scan from the lowest hole went past every open one.
+    """
 
     def __init__(self) -> None:
         self._files: dict[int, File] = {}
-        self._next = 0  # every fd below this is in use
+        self._top = 0  # every fd from here up is free
+        self._holes: list[int] = []  # the free fds below _top, a heap
 
     def install(self, f: File) -> int:
-        fd = self._next
-        while fd in self._files:
-            fd += 1
-        if fd >= MAX_FDS:
-            raise kerr(errno.EMFILE)
+        if self._holes:
+            fd = heapq.heappop(self._holes)
+        else:
+            fd = self._top
+            if fd >= MAX_FDS:
+                raise kerr(errno.EMFILE)
+            self._top = fd + 1
         self._files[fd] = f
-        self._next = fd + 1
         return fd
 
     def get(self, fd: int) -> File:
@@ -66,8 +75,7 @@ class FdTable:
         f = self._files.pop(fd, None)
         if f is None:
             raise kerr(errno.EBADF, None, f"fd {fd}")
-        if fd < self._next:
-            self._next = fd
+        heapq.heappush(self._holes, fd)
         return f
 
     def __len__(self) -> int:

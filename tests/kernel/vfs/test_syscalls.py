@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,29 @@ def test_umask_and_fd_numbers(k) -> None:
     with pytest.raises(OSError) as e:
         s.close(999)
     assert e.value.errno == errno.EBADF
+
+
+def test_fd_numbers_lowest_free_with_many_holes(k) -> None:
+    """Every open takes the lowest free number, checked against a model through closes at
+    random among thousands of open descriptors (the table lklfuse keeps)."""
+    s = k.sys
+    rng = random.Random(11)
+    held: set[int] = set()
+    for _ in range(3000):
+        held.add(s.open("/", kernel.O_PATH))
+    base = min(held)  # the lowest free one before: the fixture's own are below it
+    assert held == set(range(base, base + 3000))
+    for _ in range(2000):
+        if held and rng.random() < 0.5:
+            fd = rng.choice(sorted(held))
+            s.close(fd)
+            held.discard(fd)
+        else:
+            fd = s.open("/", kernel.O_PATH)
+            assert fd == next(n for n in itertools.count(base) if n not in held)
+            held.add(fd)
+    for fd in held:
+        s.close(fd)
 
 
 def test_open_unlinked_file_lives_until_close(k) -> None:
