@@ -130,6 +130,7 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
     import pyfuse3
     import trio
 
+    from . import fastwait
     from .ops import KernelOps
 
     locks = []
@@ -151,6 +152,7 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
             fuse_opts.add("ro")
         if debug:
             fuse_opts.add("debug")
+        fastwait.install(pyfuse3)
         _fuse_init(pyfuse3, ops, mountpoint, fuse_opts)
         fuse_up = True
         if ready is not None:

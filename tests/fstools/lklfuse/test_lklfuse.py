@@ -44,6 +44,52 @@ def test_options_parse_lkl_style() -> None:
         assert getattr(e.value, "code", None) == 2
 
 
+# -- pyfuse3's wait, without trio's scheduler when a request is there --------------------------
+
+def test_fastwait_returns_at_once_then_lets_trio_run() -> None:
+    """A readable descriptor is returned without a checkpoint, at most STREAK times in a
+    row, then through trio's wait (a checkpoint: a cancelled scope shows which is which);
+    an empty one is waited for through trio, and a writer task wakes it."""
+    from fstools.lklfuse import fastwait
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    waiter = fastwait.install(fake)  # type: ignore[arg-type]
+    shim = fake.trio  # type: ignore[attr-defined]
+    assert shim.open_nursery is trio.open_nursery  # the rest is trio's own
+    r, w = os.pipe()
+
+    async def write_later() -> None:
+        await trio.sleep(0.05)
+        os.write(w, b"y")
+
+    async def main() -> None:
+        os.write(w, b"x")  # readable from now on
+        returned = 0
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            for _ in range(fastwait.STREAK + 1):
+                await shim.lowlevel.wait_readable(r)
+                returned += 1
+        assert returned == fastwait.STREAK and scope.cancelled_caught
+        assert waiter.fast == fastwait.STREAK
+        assert os.read(r, 1) == b"x"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_later)
+            await shim.lowlevel.wait_readable(r)  # nothing yet: trio waits, the writer runs
+            assert os.read(r, 1) == b"y"
+        async with shim.Lock():
+            pass
+
+    try:
+        trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 # -- the Operations class, no mount ------------------------------------------------------------
 
 class _Ctx:
@@ -172,6 +218,46 @@ def test_sigterm_unmounts_and_exits_zero(tmp_path: Path) -> None:
     assert os.listdir(mnt)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
+    wait_unmounted(mnt)
+
+
+@pytest.mark.fuse
+def test_sigterm_unmounts_while_requests_keep_coming(tmp_path: Path) -> None:
+    """Requests served without trio's scheduler (fastwait) must still let the signal task
+    run: four clients keep statfs requests always waiting, and SIGTERM still unmounts."""
+    need_root()
+    image = unpack_image("ext4-ext3.img", tmp_path)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    proc = subprocess.Popen(lklfuse_cmd() + [str(image), str(mnt), "-f", "-o", "ro"],
+                            stderr=subprocess.PIPE)
+    wait_mounted(mnt, proc)
+    served = [0] * 4
+    stop = threading.Event()
+
+    def client(i: int) -> None:
+        while not stop.is_set():
+            try:
+                os.statvfs(mnt)  # never cached by the host: each one is a request
+            except OSError:
+                return
+            served[i] += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        while sum(served) < 2000:
+            assert proc.poll() is None
+            threading.Event().wait(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        if proc.poll() is None:
+            proc.kill()
     wait_unmounted(mnt)
 
 
