@@ -18,6 +18,7 @@ from . import ondisk as od
 _u16 = struct.Struct(">H")
 _u64 = struct.Struct(">Q")
 _free = struct.Struct(">HH")
+_MIN_ENTRY = 16  # a used entry with a one-byte name: inumber, namelen, name, ftype, tag
 
 
 def entsize(namelen: int, ftype: bool) -> int:
@@ -34,6 +35,7 @@ def iter_entries(data: memoryview, start: int, end: int, ftype: bool, hdr: int, 
     """
     p = hdr
     extra = 1 if ftype else 0
+    end = min(end, len(data))
     while p < end:
         if end - p < 8:
             raise corrupted(what, f"truncated record at offset {p}")
@@ -43,6 +45,8 @@ def iter_entries(data: memoryview, start: int, end: int, ftype: bool, hdr: int, 
                 raise corrupted(what, f"bad free record at offset {p} (length {length})")
             p += length
             continue
+        if end - p < _MIN_ENTRY:
+            raise corrupted(what, f"truncated entry at offset {p}")
         namelen = data[p + 8]
         size = (11 + namelen + extra + 7) & ~7
         if namelen == 0 or p + size > end:
@@ -57,6 +61,7 @@ def iter_entries(data: memoryview, start: int, end: int, ftype: bool, hdr: int, 
 def entry_at(data: memoryview, off: int, end: int, ftype: bool, hdr: int, what: str,
              ) -> tuple[bytes, int, int]:
     """The used entry at byte ``off``: (name, ino, ftype); EUCLEAN if there is none."""
+    end = min(end, len(data))
     if off < hdr or off + 12 > end or off & 7:
         raise corrupted(what, f"leaf points at bad offset {off}")
     if _u16.unpack_from(data, off)[0] == od.XFS_DIR2_DATA_FREE_TAG:

@@ -181,3 +181,25 @@ def test_random_damage_only_gives_oserrors(xfs_copy) -> None:
             pass
         with open(img, "r+b") as f:
             f.write(region)
+
+
+def test_data_block_record_cut_by_the_block_end_is_euclean() -> None:
+    """A used entry whose first 8 bytes end the block (found by the fuzzer: its name length
+    was read past the block, an IndexError): EUCLEAN naming the block, as is a leaf
+    pointer there."""
+    from kernel.fs.xfs import dir2_data
+
+    hdr, size = 16, 64
+    for last in (8, 12):  # the bytes left for the record at the end
+        block = bytearray(size)
+        gap = size - hdr - last
+        block[hdr:hdr + 4] = (0xFFFF).to_bytes(2, "big") + gap.to_bytes(2, "big")
+        block[size - last:size - last + 8] = (133).to_bytes(8, "big")  # an inumber
+        with pytest.raises(OSError) as e:
+            list(dir2_data.iter_entries(memoryview(bytes(block)), 0, size, True, hdr,
+                                        "xfs directory block 7"))
+        assert e.value.errno == errno.EUCLEAN and "block 7" in str(e.value)
+        with pytest.raises(OSError) as e:
+            dir2_data.entry_at(memoryview(bytes(block)), size - last, size + 64, True, hdr,
+                               "xfs directory block 7")
+        assert e.value.errno == errno.EUCLEAN
