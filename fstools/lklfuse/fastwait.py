@@ -10,12 +10,12 @@ the same way), so ``install`` gives it a stand-in that changes two things:
 
 * ``Lock``: taken without a checkpoint when it is free (lklfuse runs one
   reader task, so it always is), otherwise waited for as trio.Lock.
-* ``lowlevel.wait_readable`` of the FUSE descriptor: when a request comes
-  within ``SPIN`` seconds (the next one usually follows our reply by
-  microseconds), a poll(2) that long returns it at once; after ``STREAK``
-  such returns in a row, or when nothing came, the wait is trio's, so the
-  loop's other tasks (signals, writeback) run at least that often and the
-  wait is a checkpoint again.
+* ``lowlevel.wait_readable`` of the FUSE descriptor: a poll(2) of at most
+  ``GRACE`` seconds waits for the next request first (it usually follows
+  our reply within microseconds) and returns without the scheduler; after
+  ``STREAK`` such returns in a row, or when nothing came in time, the wait
+  is trio's, a checkpoint, so the loop's other tasks (signals, writeback)
+  wait for at most that many requests or that long.
 
 Everything else is trio's own.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-SPIN = 0.001  # seconds a request may take to come and still skip the scheduler
+GRACE = 0.001  # seconds the next request may take and still skip the scheduler
 STREAK = 64  # requests served that way before trio's wait is taken once
 
 
@@ -63,7 +63,7 @@ class _Waiter:
                 self._poll.unregister(self.fd)
             self._poll.register(fd, select.POLLIN)
             self.fd = fd
-        if self._streak < STREAK and self._poll.poll(SPIN * 1000):
+        if self._streak < STREAK and self._poll.poll(GRACE * 1000):
             self._streak += 1
             self.fast += 1
             return
