@@ -32,6 +32,7 @@ from ..common.image import check_image, mount_message
 from .options import Options, parse
 
 log = logging.getLogger("lklfuse")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each unmounts and exits 0
 
 HELP = f"""Mount the filesystem in IMAGE on MOUNTPOINT through FUSE; no root needed.
 
@@ -153,6 +154,11 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
         if debug:
             fuse_opts.add("debug")
         fastwait.install(pyfuse3)
+        # from the mount on, a stop signal must unmount: one that comes before the loop
+        # below listens is kept for it (by default it would kill us, the mount left dangling)
+        early: list[int] = []
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda signum, _frame: early.append(signum))
         _fuse_init(pyfuse3, ops, mountpoint, fuse_opts)
         fuse_up = True
         if ready is not None:
@@ -161,12 +167,13 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
 
         async def loop() -> None:
             async with trio.open_nursery() as nursery:
-                async def on_signal() -> None:
-                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
-                                                   signal.SIGHUP) as signals:
-                        async for _sig in signals:
-                            pyfuse3.terminate()
-                            return
+                async def on_signal(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                        task_status.started()
+                        if not early:
+                            async for _sig in signals:
+                                break
+                        pyfuse3.terminate()
 
                 async def writeback() -> None:
                     # the commit interval of a journaled mount (Linux's commit=5): changes
@@ -178,7 +185,10 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
                         except OSError as e:
                             log.error("%s: writeback failed: %s", image, describe(e))
 
-                nursery.start_soon(on_signal)
+                # the handlers are in place before the first request is served: requests
+                # that keep coming are served without a checkpoint (fastwait), and a signal
+                # that found no handler would kill us with the mount left dangling
+                await nursery.start(on_signal)
                 if not m.readonly:
                     nursery.start_soon(writeback)
                 await pyfuse3.main(min_tasks=1, max_tasks=1)
