@@ -221,14 +221,14 @@ def main() -> int:
                 f.truncate(cut)
         before = os.stat(image)
         signal.alarm(WALK_SECONDS)
+        shown = [(o, n.hex()) for o, n in muts]  # for the report: JSON holds no bytes
         try:
             _seen, errs = walk(image)
         except Hang:
-            print(json.dumps({"hang": [(o, n.hex()) for o, n in muts], "truncate": cut}),
-                  flush=True)
+            print(json.dumps({"hang": shown, "truncate": cut}), flush=True)
             return 4
         except BaseException:
-            print(json.dumps({"bug": traceback.format_exc(), "mutations": [(o, n.hex()) for o, n in muts],
+            print(json.dumps({"bug": traceback.format_exc(), "mutations": shown,
                               "truncate": cut}), flush=True)
             return 3
         finally:

@@ -18,12 +18,14 @@ from . import ondisk as od
 _u16 = struct.Struct(">H")
 _u64 = struct.Struct(">Q")
 _free = struct.Struct(">HH")
-_MIN_ENTRY = 16  # a used entry with a one-byte name: inumber, namelen, name, ftype, tag
 
 
 def entsize(namelen: int, ftype: bool) -> int:
     """xfs_dir2_data_entsize: the aligned size of an entry with a name of ``namelen``."""
     return (8 + 1 + namelen + (1 if ftype else 0) + 2 + 7) & ~7
+
+
+_MIN_ENTRY = entsize(1, True)  # the smallest used entry: 16 bytes, with or without ftype
 
 
 def iter_entries(data: memoryview, start: int, end: int, ftype: bool, hdr: int, what: str,
