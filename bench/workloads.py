@@ -207,28 +207,49 @@ class Cpfromfs(Workload):
         return res
 
 
+def _fresh_ext4(img: Path, size: int, *options: str) -> None:
+    """An empty ext4 of ``size`` bytes at ``img`` (made again for every run)."""
+    with open(img, "wb") as f:
+        f.truncate(size)
+    subprocess.run(["mkfs.ext4", "-q", "-F", *options, str(img)], check=True, env=ENV)
+
+
+def _through_mount(server: str, mnt: Path, cmd: str) -> str:
+    """Serve a FUSE mount at ``mnt`` in the foreground, run ``cmd`` once it is up, then
+    unmount and wait for the server to exit (its writes are done when it is)."""
+    return (f"{server} & pid=$!; for i in $(seq 100); do mountpoint -q {mnt} && break; "
+            f"sleep 0.05; done && {cmd}; fusermount3 -u {mnt}; wait $pid")
+
+
+def _copy_in(data: Datasets, name: str, repeat: int) -> tuple[Result, Path, Path, int, Path]:
+    """A workload copying the tree into an empty ext4 (made again for every run): its result,
+    headed by the host kernel's loop mount + ``cp -a`` + umount; the source tree, the image,
+    its size and the mount point."""
+    res = Result(name, "ext4")
+    src = data.trees["tree"]
+    img = data.work / "copy-in.ext4.img"
+    size = data._size_for(src)
+    mnt = _mnt(data, "w")
+    if is_root():
+        q, qs = shlex.quote(str(img)), shlex.quote(str(src))
+        s, _m, note = timed(f"mount -o loop {q} {mnt} && cp -a {qs}/. {mnt}/ && umount {mnt}",
+                            setup=lambda: _fresh_ext4(img, size), repeat=repeat)
+        res.rows.append(Row("host kernel: loop mount + cp -a + umount", s, note=note,
+                            reference=True))
+    return res, src, img, size, mnt
+
+
 class Cptofs(Workload):
     name = "cptofs: tree into an empty ext4 image"
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res = Result(self.name, "ext4")
-        src = data.trees["tree"]
-        img = data.work / "copy-in.ext4.img"
-        size = data._size_for(src)
+        res, src, img, size, _mnt_dir = _copy_in(data, self.name, repeat)
+        q, qs = shlex.quote(str(img)), shlex.quote(str(src))
 
         def fresh() -> None:
-            with open(img, "wb") as f:
-                f.truncate(size)
-            subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True, env=ENV)
+            _fresh_ext4(img, size)
 
-        mnt = _mnt(data, "w")
-        q, qs = shlex.quote(str(img)), shlex.quote(str(src))
-        if is_root():
-            s, _m, note = timed(f"mount -o loop {q} {mnt} && cp -a {qs}/. {mnt}/ && umount {mnt}",
-                                setup=fresh, repeat=repeat)
-            res.rows.append(Row("host kernel: loop mount + cp -a + umount", s, note=note,
-                                reference=True))
         s, _m, note = timed(f"truncate -s {size} {q} && mkfs.ext4 -q -F -d {qs} {q}",
                             setup=lambda: img.unlink(missing_ok=True), repeat=repeat)
         res.rows.append(Row("mkfs.ext4 -d (includes mkfs)", s, note=note))
@@ -241,10 +262,7 @@ class Cptofs(Workload):
         res.rows.append(Row("ours: cptofs", s, m, note))
 
         def fresh_nojournal() -> None:
-            with open(img, "wb") as f:
-                f.truncate(size)
-            subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(img)], check=True,
-                           env=ENV)
+            _fresh_ext4(img, size, "-O", "^has_journal")
 
         # what the journal costs: the same copy into an ext4 made without one
         s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=fresh_nojournal,
@@ -274,20 +292,47 @@ class Lklfuse(Workload):
                 res.rows.append(Row(f"ours: lklfuse ({what})", note=missing))
             else:
                 # in the foreground, waited for: its peak memory is in the rusage
-                s, m, note = timed(f"{FSTOOL['lklfuse']} {q} {mnt} -o ro -f & pid=$!; "
-                                   f"for i in $(seq 100); do mountpoint -q {mnt} && break; "
-                                   f"sleep 0.05; done && (cd {mnt} && {cmd}); "
-                                   f"fusermount3 -u {mnt}; wait $pid", repeat=repeat)
+                s, m, note = timed(_through_mount(f"{FSTOOL['lklfuse']} {q} {mnt} -o ro -f", mnt,
+                                                  f"(cd {mnt} && {cmd})"), repeat=repeat)
                 res.rows.append(Row(f"ours: lklfuse ({what})", s, m, note))
             if fs == "ext4" and shutil.which("fuse2fs", path=ENV["PATH"]):
                 # like ours: in the foreground, its exit waited for
-                s, _m, note = timed(f"fuse2fs {q} {mnt} -o ro,fakeroot -f & pid=$!; "
-                                    f"for i in $(seq 100); do mountpoint -q {mnt} && break; "
-                                    f"sleep 0.05; done && (cd {mnt} && {cmd}); "
-                                    f"fusermount3 -u {mnt}; wait $pid", repeat=repeat)
+                s, _m, note = timed(_through_mount(f"fuse2fs {q} {mnt} -o ro,fakeroot -f", mnt,
+                                                   f"(cd {mnt} && {cmd})"), repeat=repeat)
                 res.rows.append(Row(f"fuse2fs ({what})", s, note=note))
             elif fs == "ext4":
                 res.rows.append(Row(f"fuse2fs ({what})", note="fuse2fs not installed"))
+        return res
+
+
+class LklfuseWrite(Workload):
+    name = "lklfuse: cp -a of the tree into an empty ext4 image"
+    per_fs = False
+
+    def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
+        res, src, img, size, mnt = _copy_in(data, self.name, repeat)
+        q = shlex.quote(str(img))
+        copy = f"cp -a {shlex.quote(str(src))}/. {mnt}/"
+
+        def fresh() -> None:
+            _fresh_ext4(img, size)
+
+        missing = _available("lklfuse")
+        if missing:
+            res.rows.append(Row("ours: lklfuse", note=missing))
+        else:
+            s, m, note = timed(_through_mount(f"{FSTOOL['lklfuse']} {q} {mnt} -f", mnt, copy),
+                               setup=fresh, repeat=repeat)
+            res.rows.append(Row("ours: lklfuse", s, m, note))
+        if shutil.which("fuse2fs", path=ENV["PATH"]):
+            # fuse2fs writes ext4 without its journal ("Writing to the journal is not
+            # supported"): no crash safety, less to write
+            s, _m, note = timed(_through_mount(f"fuse2fs {q} {mnt} -o fakeroot -f", mnt, copy),
+                                setup=fresh, repeat=repeat)
+            res.rows.append(Row("fuse2fs (writes without the journal)", s, note=note))
+        else:
+            res.rows.append(Row("fuse2fs (writes without the journal)",
+                                note="fuse2fs not installed"))
         return res
 
 
@@ -329,4 +374,5 @@ class Dissect:
         return f"{py} {cls.SCRIPT} {fs} {shlex.quote(str(img))}"
 
 
-WORKLOADS: list[Workload] = [Fs2tar(), Cpfromfs(), Cptofs(), Lklfuse(), Startup()]
+WORKLOADS: list[Workload] = [Fs2tar(), Cpfromfs(), Cptofs(), Lklfuse(), LklfuseWrite(),
+                             Startup()]
