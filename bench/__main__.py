@@ -4,7 +4,8 @@
 
 Builds the datasets and images once (in bench/work/), then measures every
 workload (median of --repeat runs, after one warm-up run so that every
-contender reads the image from the host's page cache) and prints a table of
+contender reads the image from the host's page cache; fuse2fs's writes, minutes
+a run, skip it, as the runs before have cached their source) and prints a table of
 absolute times, ratios against the host kernel, and our peak memory. Results
 go to bench/results/ as JSON, a markdown table and, when matplotlib is
 installed, a PNG of the ratios. Workloads whose tool or peer is unavailable
