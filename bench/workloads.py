@@ -208,13 +208,6 @@ class Cpfromfs(Workload):
         return res
 
 
-def _fresh_ext4(img: Path, size: int, *options: str) -> None:
-    """An empty ext4 of ``size`` bytes at ``img`` (made again for every run)."""
-    with open(img, "wb") as f:
-        f.truncate(size)
-    subprocess.run(["mkfs.ext4", "-q", "-F", *options, str(img)], check=True, env=ENV)
-
-
 def _through_mount(server: str, mnt: Path, cmd: str) -> str:
     """Serve a FUSE mount at ``mnt`` in the foreground, run ``cmd`` once it is up, then
     unmount and wait for the server to exit (its writes are done when it is)."""
@@ -222,22 +215,36 @@ def _through_mount(server: str, mnt: Path, cmd: str) -> str:
             f"sleep 0.05; done && {cmd}; fusermount3 -u {mnt}; wait $pid")
 
 
-def _copy_in(data: Datasets, name: str, repeat: int) -> tuple[Result, Path, Path, int, Path]:
-    """A workload copying the tree into an empty ext4 (made again for every run): its result,
-    headed by the host kernel's loop mount + ``cp -a`` + umount; the source tree, the image,
-    its size and the mount point."""
-    res = Result(name, "ext4")
-    src = data.trees["tree"]
-    img = data.work / "copy-in.ext4.img"
-    size = data._size_for(src)
-    mnt = _mnt(data, "w")
-    if is_root():
-        q, qs = shlex.quote(str(img)), shlex.quote(str(src))
-        s, _m, note = timed(f"mount -o loop {q} {mnt} && cp -a {qs}/. {mnt}/ && umount {mnt}",
-                            setup=lambda: _fresh_ext4(img, size), repeat=repeat)
-        res.rows.append(Row("host kernel: loop mount + cp -a + umount", s, note=note,
-                            reference=True))
-    return res, src, img, size, mnt
+@dataclass
+class _CopyIn:
+    """A workload copying the tree into an empty ext4, made again for every run
+    (``fresh``); its result is headed by the host kernel's loop mount + ``cp -a`` +
+    umount."""
+
+    res: Result
+    src: Path
+    img: Path
+    size: int
+    mnt: Path
+
+    @classmethod
+    def start(cls, data: Datasets, name: str, repeat: int) -> _CopyIn:
+        src = data.trees["tree"]
+        c = cls(Result(name, "ext4"), src, data.work / "copy-in.ext4.img", data._size_for(src),
+                _mnt(data, "w"))
+        if is_root():
+            q, qs = shlex.quote(str(c.img)), shlex.quote(str(src))
+            s, _m, note = timed(f"mount -o loop {q} {c.mnt} && cp -a {qs}/. {c.mnt}/ && "
+                                f"umount {c.mnt}", setup=c.fresh, repeat=repeat)
+            c.res.rows.append(Row("host kernel: loop mount + cp -a + umount", s, note=note,
+                                  reference=True))
+        return c
+
+    def fresh(self, *options: str) -> None:
+        """An empty ext4 of the tree's size at ``img``; ``options`` for mkfs.ext4."""
+        with open(self.img, "wb") as f:
+            f.truncate(self.size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", *options, str(self.img)], check=True, env=ENV)
 
 
 class Cptofs(Workload):
@@ -245,12 +252,9 @@ class Cptofs(Workload):
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res, src, img, size, _mnt_dir = _copy_in(data, self.name, repeat)
-        q, qs = shlex.quote(str(img)), shlex.quote(str(src))
-
-        def fresh() -> None:
-            _fresh_ext4(img, size)
-
+        c = _CopyIn.start(data, self.name, repeat)
+        res, img, size = c.res, c.img, c.size
+        q, qs = shlex.quote(str(img)), shlex.quote(str(c.src))
         s, _m, note = timed(f"truncate -s {size} {q} && mkfs.ext4 -q -F -d {qs} {q}",
                             setup=lambda: img.unlink(missing_ok=True), repeat=repeat)
         res.rows.append(Row("mkfs.ext4 -d (includes mkfs)", s, note=note))
@@ -258,12 +262,12 @@ class Cptofs(Workload):
         if missing:
             res.rows.append(Row("ours: cptofs", note=missing))
             return res
-        s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=fresh,
+        s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=c.fresh,
                            repeat=repeat)
         res.rows.append(Row("ours: cptofs", s, m, note))
 
         def fresh_nojournal() -> None:
-            _fresh_ext4(img, size, "-O", "^has_journal")
+            c.fresh("-O", "^has_journal")
 
         # what the journal costs: the same copy into an ext4 made without one
         s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=fresh_nojournal,
@@ -311,13 +315,10 @@ class LklfuseWrite(Workload):
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res, src, img, size, mnt = _copy_in(data, self.name, repeat)
-        q = shlex.quote(str(img))
-        copy = f"cp -a {shlex.quote(str(src))}/. {mnt}/"
-
-        def fresh() -> None:
-            _fresh_ext4(img, size)
-
+        c = _CopyIn.start(data, self.name, repeat)
+        res, mnt, fresh = c.res, c.mnt, c.fresh
+        q = shlex.quote(str(c.img))
+        copy = f"cp -a {shlex.quote(str(c.src))}/. {mnt}/"
         missing = _available("lklfuse")
         if missing:
             res.rows.append(Row("ours: lklfuse", note=missing))
