@@ -39,6 +39,7 @@ from .ondisk import (
     EXT4_BG_BLOCK_UNINIT,
     EXT4_BG_INODE_UNINIT,
     EXT4_BG_INODE_ZEROED,
+    INCOMPAT_FLEX_BG,
     INCOMPAT_META_BG,
 )
 
@@ -174,6 +175,9 @@ class Allocator:
         self.free_clusters = sum(g.free_blocks for g in self.groups)
         self.free_inodes = sum(g.free_inodes for g in self.groups)
         self.dirs = sum(g.used_dirs for g in self.groups)
+        log_flex = sb.es.s_log_groups_per_flex if sb.incompat & INCOMPAT_FLEX_BG else 0
+        self.flex = 1 << log_flex if log_flex < 31 else 1  # groups per flex group
+        self._meta_in: dict[int, list[tuple[int, int]]] | None = None
         # with a journal, blocks freed by the running transaction are reused only after it
         # commits (a crash must not show another file's new data in a file it restores)
         self.defer = False
@@ -210,15 +214,31 @@ class Allocator:
         start = sb.group_first_block(g)
         set_bits(bm, 0, self._base_meta(g), True)
         end = min(start + sb.blocks_per_group, sb.blocks_count)
-        for grp in self.groups:
-            for blk, n in ((grp.bb, 1), (grp.ib, 1), (grp.it, sb.inode_table_blocks)):
-                lo, hi = max(blk, start), min(blk + n, end)
-                if lo < hi:
-                    set_bits(bm, lo - start, hi - lo, True)
+        for blk, n in self._metadata_in(g):
+            lo, hi = max(blk, start), min(blk + n, end)
+            if lo < hi:
+                set_bits(bm, lo - start, hi - lo, True)
         if end - start < cpg:
             set_bits(bm, end - start, cpg - (end - start), True)
         set_bits(bm, cpg, bs * 8 - cpg, True)
         return bm
+
+    def _metadata_in(self, g: int) -> list[tuple[int, int]]:
+        """The bitmaps and inode tables (of any group: flex_bg gathers them) that lie in
+        group ``g``, as (first block, count): indexed once, so building a bitmap does not
+        walk every group's descriptor."""
+        index = self._meta_in
+        if index is None:
+            sb = self.sb
+            fdb, bpg, itb = sb.first_data_block, sb.blocks_per_group, sb.inode_table_blocks
+            index = self._meta_in = {}
+            for grp in self.groups:
+                for blk, n in ((grp.bb, 1), (grp.ib, 1), (grp.it, itb)):
+                    if blk < fdb:
+                        continue  # damaged: outside every group (the mount checked them)
+                    for h in range((blk - fdb) // bpg, (blk + n - 1 - fdb) // bpg + 1):
+                        index.setdefault(h, []).append((blk, n))
+        return index.get(g, [])
 
     def _bitmap(self, g: int, cache: dict[int, Buffer], blk: int, uninit: int,
                 init: Callable[[], bytearray], read: Callable[[Ext4Super, int], object]) -> Buffer:
@@ -367,32 +387,76 @@ class Allocator:
             self._mark(g, i, n, False)
 
     # -- inodes -------------------------------------------------------------------------------
-    def _pick_group(self, parent_group: int, is_dir: bool) -> Iterable[int]:
-        """Groups to try, in order, for a new inode."""
-        n = self.sb.group_count
-        if not is_dir or n == 1:
-            # the parent's group, then the ones after it (a generator: most inodes are
-            # placed in the first group it names)
-            return ((parent_group + k) % n for k in range(n))
-        order = [(parent_group + k) % n for k in range(n)]
-        avg_inodes = self.free_inodes // n
-        avg_blocks = self.free_clusters // n
-        good = [g for g in range(n)
-                if self.groups[g].free_inodes >= max(avg_inodes, 1)
-                and self.groups[g].free_blocks >= avg_blocks]
-        if good:
-            good.sort(key=lambda g: (self.groups[g].used_dirs, -self.groups[g].free_blocks, g))
-            return good + [g for g in order if g not in good]
-        return order
+    def _flex_stats(self, fg: int) -> tuple[int, int, int]:
+        """(free inodes, free clusters, directories) of flex group ``fg``."""
+        groups = self.groups
+        fi = fb = dirs = 0
+        for g in range(fg * self.flex, min((fg + 1) * self.flex, len(groups))):
+            grp = groups[g]
+            fi += grp.free_inodes
+            fb += grp.free_blocks
+            dirs += grp.used_dirs
+        return fi, fb, dirs
 
-    def alloc_inode(self, parent_ino: int, is_dir: bool) -> int:
-        """A free inode number (marked used); ENOSPC when none is left."""
+    def _orlov(self, parent_group: int, topdir: bool) -> int | None:
+        """Orlov's choice of a flex group for a new directory (ext4's find_group_orlov), or
+        None for the fallback. A top-level directory goes to the flex group with the fewest
+        directories among those with above-average free inodes and clusters; any other
+        directory stays near its parent unless that flex group holds too many directories
+        or too little free space."""
+        sb = self.sb
+        flex = self.flex
+        nflex = (sb.group_count + flex - 1) // flex
+        avg_inodes = self.free_inodes // nflex
+        avg_clusters = self.free_clusters // nflex
+        start = parent_group // flex
+        if topdir:
+            best, best_dirs = None, sb.inodes_per_group
+            for k in range(nflex):
+                fg = (start + k) % nflex
+                fi, fb, dirs = self._flex_stats(fg)
+                if fi and dirs < best_dirs and fi >= avg_inodes and fb >= avg_clusters:
+                    best, best_dirs = fg, dirs
+            return best
+        max_dirs = self.dirs // nflex + sb.inodes_per_group * flex // 16
+        min_inodes = max(avg_inodes - sb.inodes_per_group * flex // 4, 1)
+        min_clusters = avg_clusters - sb.clusters_per_group * flex // 4
+        for k in range(nflex):
+            fg = (start + k) % nflex
+            fi, fb, dirs = self._flex_stats(fg)
+            if dirs < max_dirs and fi >= min_inodes and fb >= min_clusters:
+                return fg
+        return None
+
+    def _pick_group(self, parent_group: int, is_dir: bool, topdir: bool) -> Iterable[int]:
+        """Groups to try, in order, for a new inode: for a directory the first group with
+        free inodes in the flex group Orlov chooses (inodes packed at the start of a flex
+        group's tables), else the first group from the parent's with at least the average
+        of free inodes; for anything else the parent's group. Then every group after it
+        (a generator: the first one it names almost always has room)."""
+        n = self.sb.group_count
+        groups = self.groups
+        first = parent_group
+        if is_dir and n > 1:
+            fg = self._orlov(parent_group, topdir)
+            if fg is not None:
+                first = next((g for g in range(fg * self.flex, min((fg + 1) * self.flex, n))
+                              if groups[g].free_inodes), fg * self.flex)
+            else:
+                avg = self.free_inodes // n
+                first = next((g for g in ((parent_group + k) % n for k in range(n))
+                              if groups[g].free_inodes >= max(avg, 1)), parent_group)
+        return ((first + k) % n for k in range(n))
+
+    def alloc_inode(self, parent_ino: int, is_dir: bool, topdir: bool = False) -> int:
+        """A free inode number (marked used); ENOSPC when none is left. ``topdir``: a
+        directory made in the root or in a directory flagged TOPDIR (spread out by Orlov)."""
         sb = self.sb
         if self.free_inodes <= 0:
             raise kerr(errno.ENOSPC, "ext4", "no free inodes")
         ipg = sb.inodes_per_group
         pg = (parent_ino - 1) // ipg if parent_ino else 0
-        for g in self._pick_group(pg, is_dir):
+        for g in self._pick_group(pg, is_dir, topdir):
             grp = self.groups[g]
             if not grp.free_inodes:
                 continue

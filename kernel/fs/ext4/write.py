@@ -38,6 +38,8 @@ from .ondisk import (
     EXT4_HUGE_FILE_FL,
     EXT4_INDEX_FL,
     EXT4_N_BLOCKS,
+    EXT4_ROOT_INO,
+    EXT4_TOPDIR_FL,
     INCOMPAT_EXTENTS,
     INODE_BASE,
     RO_COMPAT_LARGE_FILE,
@@ -133,7 +135,8 @@ def new_inode(dir_: Ext4Inode, spec: NewInode) -> Ext4Inode:
     sb = dir_.sb
     ftype = spec.mode & S_IFMT
     is_dir = ftype == S_IFDIR
-    ino = sb.alloc.alloc_inode(dir_.ino, is_dir)
+    topdir = is_dir and (dir_.ino == EXT4_ROOT_INO or bool(dir_.i_flags & EXT4_TOPDIR_FL))
+    ino = sb.alloc.alloc_inode(dir_.ino, is_dir, topdir)
     isize = sb.inode_size
     raw = bytearray(isize)
     extra = 0

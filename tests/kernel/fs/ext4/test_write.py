@@ -473,6 +473,41 @@ def test_allocation_bounds_pick_the_blocks_and_inodes_a_full_scan_does(tmp_path:
     assert play(scanned) == with_bounds
 
 
+def test_orlov_spreads_top_directories_and_keeps_the_rest_near_their_parent(
+        tmp_path: Path) -> None:
+    """On a sparse 64 GiB image (512 groups in flex groups of 16): directories made in the
+    root go to distinct flex groups, as Linux's Orlov allocator spreads them; a directory
+    made deeper down, and every file, stays in its parent's flex group, so a copied tree
+    touches a few groups' bitmaps, not one group per directory. e2fsck -fn is clean."""
+    need_tool("mke2fs")
+    img = tmp_path / "big.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 30)
+    run("mke2fs", "-q", "-F", "-t", "ext4", img)
+    head = run("dumpe2fs", "-h", img).stdout
+    ipg = int(re.search(r"Inodes per group:\s+(\d+)", head).group(1))  # type: ignore[union-attr]
+    flex = int(re.search(r"Flex block group size:\s+(\d+)", head).group(1))  # type: ignore[union-attr]
+    assert flex > 1
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        top = {}
+        for t in range(6):
+            s.mkdir(f"{root}/top{t}", 0o755)
+            top[t] = s.stat(f"{root}/top{t}").st_ino
+            for d in range(12):
+                s.mkdir(f"{root}/top{t}/sub{d}", 0o755)
+                write_file(s, f"{root}/top{t}/sub{d}/f", b"x" * 5000)
+        flex_of = {t: (ino - 1) // ipg // flex for t, ino in top.items()}
+        assert len(set(flex_of.values())) == len(top), flex_of
+        for t in top:
+            for d in range(12):
+                for path in (f"{root}/top{t}/sub{d}", f"{root}/top{t}/sub{d}/f"):
+                    ino = s.stat(path).st_ino
+                    assert (ino - 1) // ipg // flex == flex_of[t], (path, ino)
+    fsck(img)
+
+
 def test_shared_xattr_block_copied_on_write(tmp_path: Path) -> None:
     """Linux shares identical xattr blocks between inodes; changing one copies it and the
     other keeps its value, with the reference counts e2fsck checks."""
