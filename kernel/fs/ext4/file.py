@@ -101,12 +101,31 @@ def punch(inode: Ext4Inode, start: int, end: int) -> None:
 
 
 def _insert(inode: Ext4Inode, lblk: int, n: int, pblk: int, unwritten: bool) -> None:
+    """Map the hole [lblk, lblk + n) to ``pblk``..., merged with the runs it continues.
+
+    The run list changes in place: a file written extent by extent (a sparse file, a
+    fragmented image) costs a list insert per extent, not a copy of its whole map."""
     runs = inode.runs()
-    i = bisect.bisect_right(inode._starts, lblk)
-    new = runs[:i] + [(lblk, n, pblk, unwritten)] + runs[i:]
-    lo, hi = max(i - 1, 0), i + 2
-    new[lo:hi] = _merge(new[lo:hi])
-    _set_runs(inode, new)
+    starts = inode._starts
+    i = bisect.bisect_right(starts, lblk)
+    prev = runs[i - 1] if i else None
+    nxt = runs[i] if i < len(runs) else None
+    join_prev = prev is not None and prev[0] + prev[1] == lblk and prev[2] + prev[1] == pblk \
+        and prev[3] == unwritten
+    join_next = nxt is not None and nxt[0] == lblk + n and nxt[2] == pblk + n \
+        and nxt[3] == unwritten
+    if join_prev and join_next:
+        runs[i - 1] = (prev[0], prev[1] + n + nxt[1], prev[2], unwritten)  # type: ignore[index]
+        del runs[i]
+        del starts[i]
+    elif join_prev:
+        runs[i - 1] = (prev[0], prev[1] + n, prev[2], unwritten)  # type: ignore[index]
+    elif join_next:
+        runs[i] = (lblk, n + nxt[1], pblk, unwritten)  # type: ignore[index]
+        starts[i] = lblk
+    else:
+        runs.insert(i, (lblk, n, pblk, unwritten))
+        starts.insert(i, lblk)
     inode.blocks += n * (inode.sb.blocksize >> 9)
     _touch(inode, lblk, lblk + n)
 

@@ -271,6 +271,48 @@ def test_rename_exchange_and_dotdot(tmp_path: Path) -> None:
         assert os.stat(mnt / "b/file/..").st_ino == os.stat(mnt / "b").st_ino
 
 
+def test_block_map_built_extent_by_extent_stays_merged_and_in_place(tmp_path: Path) -> None:
+    """Single blocks written in random order (each one joining the run before it, the one
+    after it, both or neither) keep the in-memory block map merged as the extent tree will
+    hold it, and change that map in place: a file written extent by extent (a sparse or
+    fragmented file: 40,000 extents took 25 s when every write copied the map) costs a list
+    insert per extent. The data reads back and e2fsck -fn is clean."""
+    import random
+
+    img = mkfs(tmp_path / "m.img", "ext4")
+    rng = random.Random(5)
+    order = list(range(0, 1200, 2)) + list(range(1, 400, 2))  # holes left in [400, 1200)
+    rng.shuffle(order)
+    blocks: dict[int, bytes] = {}
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        fd = s.open(f"{root}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
+        inode = s._file(fd).inode
+        bs = inode.sb.blocksize
+        s.pwrite64(fd, b"\0" * bs, 0)  # the map exists from here on
+        s.ftruncate(fd, 0)
+        runs, starts = inode.runs(), inode._starts
+        for n, lb in enumerate(order):
+            data = rng.randbytes(bs)
+            blocks[lb] = data
+            assert s.pwrite64(fd, data, lb * bs) == bs
+            if n % 100 == 99:
+                s.fsync(fd)
+        assert inode.runs() is runs and inode._starts is starts
+        assert starts == [r[0] for r in runs]
+        for a, b in zip(runs, runs[1:]):  # merged: no two runs that one extent could hold
+            assert not (a[0] + a[1] == b[0] and a[2] + a[1] == b[2] and a[3] == b[3])
+        mapped = {r[0] + i for r in runs for i in range(r[1])}
+        assert mapped == set(blocks)
+        s.ftruncate(fd, 1200 * bs)  # the last block, 1199, is a hole
+        whole = s.pread64(fd, 1200 * bs, 0)
+        s.close(fd)
+    for lb in range(1200):
+        assert whole[lb * bs:(lb + 1) * bs] == blocks.get(lb, bytes(bs)), lb
+    fsck(img)
+
+
 def test_fallocate_punch_zero(tmp_path: Path) -> None:
     """Preallocation reads as zeros and takes blocks; punching frees them; zero range."""
     img = mkfs(tmp_path / "f.img", "ext4")
