@@ -94,6 +94,31 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def sup_groups(pid: int) -> tuple[int, ...]:
+    """The supplementary groups of process ``pid`` (the "Groups:" line of its
+    /proc/PID/status), () when it is gone. Read for every request of a user other than
+    root: one read of the file, half what pyfuse3.get_sup_groups costs (its line-by-line
+    text reading and set)."""
+    try:
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY)
+    except OSError:
+        return ()
+    try:
+        data = os.read(fd, 16384)
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+    i = data.find(b"\nGroups:")
+    if i < 0:
+        return ()
+    j = data.find(b"\n", i + 8)
+    try:
+        return tuple(int(g) for g in data[i + 8:j if j >= 0 else len(data)].split())
+    except ValueError:
+        return ()
+
+
 class KernelOps(pyfuse3.Operations):
     """FUSE requests served by ``sys`` (a ``kernel.sys``) for the tree at ``root``."""
 
@@ -126,10 +151,7 @@ class KernelOps(pyfuse3.Operations):
         else:
             groups: tuple[int, ...] = ()
             if ctx.uid != 0:
-                try:
-                    groups = tuple(pyfuse3.get_sup_groups(ctx.pid))
-                except (OSError, ValueError):
-                    groups = ()
+                groups = sup_groups(ctx.pid)
             want = (ctx.uid, ctx.gid, groups)
         if want == self._cred:
             return

@@ -157,6 +157,23 @@ def test_requests_run_with_the_callers_credentials(ops) -> None:
     assert st.f_blocks > 0 and st.f_namemax == 255
 
 
+def test_supplementary_groups_of_the_requesting_process() -> None:
+    """The groups a request runs with are those /proc gives for its process (as
+    pyfuse3.get_sup_groups reads them), and none for a process that is gone."""
+    from fstools.lklfuse.ops import sup_groups
+
+    need_root()
+    child = subprocess.Popen(["sleep", "30"], extra_groups=[4242, 31337, 7])
+    try:
+        assert sorted(sup_groups(child.pid)) == [7, 4242, 31337]
+        assert set(sup_groups(child.pid)) == pyfuse3.get_sup_groups(child.pid)
+        assert set(sup_groups(os.getpid())) == pyfuse3.get_sup_groups(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert sup_groups(child.pid) == ()
+
+
 def test_read_and_xattrs(ops) -> None:
     o, _k = ops
     ctx = _Ctx()
