@@ -90,6 +90,44 @@ def test_fastwait_returns_at_once_then_lets_trio_run() -> None:
         os.close(w)
 
 
+def test_fastwait_spins_inside_a_burst_only() -> None:
+    """A request that follows its predecessor within GRACE starts a burst: the next wait
+    polls without sleeping (a request written meanwhile by another thread is found by the
+    spin); the first request after a quiet spell is waited for asleep, without a spin."""
+    from fstools.lklfuse import fastwait
+
+    class Fake:
+        pass
+
+    fake = Fake()
+    waiter = fastwait.install(fake, spin=0.5)  # type: ignore[arg-type]
+    shim = fake.trio  # type: ignore[attr-defined]
+    r, w = os.pipe()
+
+    def write_after(delay: float) -> threading.Thread:
+        t = threading.Thread(target=lambda: (threading.Event().wait(delay), os.write(w, b"z")))
+        t.start()
+        return t
+
+    async def main() -> None:
+        os.write(w, b"z")
+        await shim.lowlevel.wait_readable(r)  # cold: found by the poll, a burst begins
+        assert (waiter.fast, waiter.spun) == (1, 0)
+        os.read(r, 1)
+        t = write_after(0.02)
+        await shim.lowlevel.wait_readable(r)  # inside the burst: found by the spin
+        t.join()
+        assert (waiter.fast, waiter.spun) == (2, 1)
+        os.read(r, 1)
+
+    try:
+        trio.run(main)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert fastwait._Waiter().spin == (fastwait.SPIN if len(os.sched_getaffinity(0)) > 1 else 0)
+
+
 # -- the Operations class, no mount ------------------------------------------------------------
 
 class _Ctx:
