@@ -182,6 +182,7 @@ class Ext4Super(SuperBlock):
         self.alloc: Allocator = None  # type: ignore[assignment]  # read-write mounts only
         self._dirty: dict[int, Ext4Inode] = {}
         self._orphans: dict[int, Ext4Inode] = {}
+        self._orphan_prev: dict[int, int] = {}  # orphan -> the orphan whose next it is
         self.last_orphan = 0  # head of the on-disk orphan list (s_last_orphan)
         self.super_dirty = False
         self._depth = 0
@@ -768,22 +769,31 @@ class Ext4Super(SuperBlock):
             return
         self._orphans[inode.ino] = inode
         inode.orphan_next = self.last_orphan
+        if self.last_orphan:
+            self._orphan_prev[self.last_orphan] = inode.ino
         self.last_orphan = inode.ino
         self.dirty_inode(inode)
         self.super_dirty = True
 
     def orphan_del(self, inode: Ext4Inode) -> None:
+        """Take an inode off the orphan list (its links are back, or it is freed); the
+        one before it in the chain is found at once (files closed in the order they were
+        unlinked would otherwise each walk the list)."""
         if self._orphans.pop(inode.ino, None) is None:
             return
+        nxt = inode.orphan_next
+        prev = self._orphan_prev.pop(inode.ino, 0)
         if self.last_orphan == inode.ino:
-            self.last_orphan = inode.orphan_next
+            self.last_orphan = nxt
             self.super_dirty = True
-        else:
-            for other in self._orphans.values():
-                if other.orphan_next == inode.ino:
-                    other.orphan_next = inode.orphan_next
-                    self.dirty_inode(other)
-                    break
+            if nxt:
+                self._orphan_prev.pop(nxt, None)
+        elif prev:
+            other = self._orphans[prev]
+            other.orphan_next = nxt
+            self.dirty_inode(other)
+            if nxt:
+                self._orphan_prev[nxt] = prev
         inode.orphan_next = 0
 
     def write_inode_raw(self, ino: int, raw: bytes) -> None:
@@ -938,6 +948,7 @@ class Ext4Super(SuperBlock):
                 inode.nlink = 0
                 w.evict(inode)
         self._orphans.clear()
+        self._orphan_prev.clear()
         self._store_dirty()
         self.flush_data()
         if self.journal is not None:

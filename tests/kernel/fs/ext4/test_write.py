@@ -214,6 +214,46 @@ def test_unlinked_open_file_lives_until_close(tmp_path: Path) -> None:
     fsck(img)
 
 
+def test_orphan_chain_of_many_unlinked_open_files(tmp_path: Path) -> None:
+    """300 files unlinked while open, then closed in the order they were unlinked and at
+    random: the on-disk orphan chain (s_last_orphan, then each inode's i_dtime) always
+    holds exactly the files still open, each once; at the end it is empty and e2fsck -fn
+    is clean."""
+    import random
+
+    img = mkfs(tmp_path / "o.img", "ext4")
+    rng = random.Random(3)
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        fds = []
+        for i in range(300):
+            fd = s.open(f"{root}/t{i}", kernel.O_CREAT | kernel.O_RDWR, 0o600)
+            s.write(fd, b"x" * 100)
+            fds.append(fd)
+        sb = s._file(fds[0]).inode.sb
+        for i in range(300):
+            s.unlink(f"{root}/t{i}")
+
+        def chain() -> list[int]:
+            out, ino = [], sb.last_orphan
+            while ino:
+                assert ino not in out
+                out.append(ino)
+                ino = sb._orphans[ino].orphan_next
+            return out
+
+        open_inos = {s.fstat(fd).st_ino: fd for fd in fds}
+        order = fds[:100] + rng.sample(fds[100:], 200)  # oldest first, then at random
+        for n, fd in enumerate(order):
+            del open_inos[s.fstat(fd).st_ino]
+            s.close(fd)
+            if n % 7 == 0 or n > 290:
+                assert sorted(chain()) == sorted(open_inos)
+        assert sb.last_orphan == 0
+    fsck(img)
+
+
 def test_errors_as_linux(tmp_path: Path) -> None:
     img = mkfs(tmp_path / "e.img", "ext4")
     with Kernel(mb=32) as k:
