@@ -31,6 +31,7 @@ from typing import TextIO, TypeVar
 from .endpoint import Endpoint, StatLike
 
 CHUNK = 1 << 20
+KEEP_OPEN = 64  # directories of the walk kept open; those above them are closed meanwhile
 SELINUX = b"security.selinux"
 ACL_ACCESS = b"system.posix_acl_access"
 ACL_DEFAULT = b"system.posix_acl_default"
@@ -113,6 +114,12 @@ class _Frame:
     attr_dfd: int        # its attributes are set through (attr_dfd, attr_name)
     attr_name: bytes
     rel: tuple[bytes, ...]  # its place under the destination base directory
+    up: _Frame | None = None  # the frame whose dfd attr_dfd is (None: not a frame's)
+    sname: bytes = b""  # its name in the source directory it was found in
+    # (st_dev, st_ino) of both directories, noted when their descriptors are closed while
+    # the walk is deeper down (KEEP_OPEN), checked when they are opened again through ".."
+    src_id: tuple[int, int] = (0, 0)
+    dst_id: tuple[int, int] = (0, 0)
     i: int = 0
 
 
@@ -312,12 +319,23 @@ class Copier:
     # -- the walk ------------------------------------------------------------------------------------
     def _walk(self, sfd: int, sname: bytes, spath: bytes, dname: bytes, dpath: bytes) -> None:
         stack = self._stack
+        self._walk_sfd = sfd  # where the bottom frame's source directory was opened from
         self._entry(sfd, sname, spath, self._base, dname, dpath, ())
         try:
             while stack:
                 fr = stack[-1]
                 if fr.i == len(fr.names):
                     stack.pop()
+                    up = fr.up
+                    if up is not None and (up.sfd < 0 or up.dfd < 0):
+                        try:
+                            self._reopen(up, fr)
+                        except PathError as e:
+                            # the parent's rest cannot be copied: finish this one, skip that
+                            self._finish_dir(fr)
+                            self._failed(e)
+                            up.i = len(up.names)
+                            continue
                     self._finish_dir(fr)
                     continue
                 name = fr.names[fr.i]
@@ -435,9 +453,89 @@ class Copier:
             src.close(new_sfd)
             raise
         self._dirs.add(key)
+        up = self._stack[-1] if self._stack and self._stack[-1].dfd == ddfd else None
         self._stack.append(_Frame(new_sfd, new_dfd, True, own, names, spath, dpath, st, xattrs,
-                                  ddfd, dname, rel + (dname,) if dname else rel))
+                                  ddfd, dname, rel + (dname,) if dname else rel, up, sname))
+        if len(self._stack) > KEEP_OPEN:
+            self._close_frame(self._stack[-KEEP_OPEN - 1])
         self._count(dpath, 0)
+
+    def _close_frame(self, fr: _Frame) -> None:
+        """Close a directory's descriptors while the walk is deep below it (a tree deeper
+        than the descriptors a process may hold is copied all the same); ``_reopen``
+        opens them again through ".." when the walk comes back."""
+        src, dst = self.src, self.dst
+        if fr.own_sfd and fr.sfd >= 0:
+            st = src.lstat_at(fr.sfd, b"")
+            fr.src_id = (st.st_dev, st.st_ino)
+            src.close(fr.sfd)
+            fr.sfd = -1
+        if fr.own_dfd and fr.dfd >= 0:
+            st = dst.lstat_at(fr.dfd, b"")
+            fr.dst_id = (st.st_dev, st.st_ino)
+            self._plain.pop(fr.dfd, None)  # the number may be reused
+            dst.close(fr.dfd)
+            fr.dfd = -1
+
+    def _reopen(self, fr: _Frame, child: _Frame) -> None:
+        """Open ``fr``'s closed descriptors again: through ``child``'s "..", or, when that
+        leads elsewhere (``child`` was moved), by name from the nearest open directory
+        below. The same directories as before, or a PathError (``fr`` itself was moved)."""
+        stack = self._stack
+        at = stack.index(fr)
+        for is_dst in (False, True):
+            side = self.dst if is_dst else self.src
+            if (fr.dfd if is_dst else fr.sfd) >= 0:
+                continue
+            ident = fr.dst_id if is_dst else fr.src_id
+            path = fr.dpath if is_dst else fr.spath
+            err = self._d if is_dst else self._s
+            fd = -1
+            try:
+                fd = side.opendir_at(child.dfd if is_dst else child.sfd, b"..")
+                st = side.lstat_at(fd, b"")
+                if (st.st_dev, st.st_ino) != ident:
+                    side.close(fd)
+                    fd = -1
+            except OSError:
+                fd = -1
+            if fd < 0:
+                fd = err(lambda s=side, d=is_dst: self._open_by_name(s, d, at), path)  # type: ignore[misc]
+                st = side.lstat_at(fd, b"")
+                if (st.st_dev, st.st_ino) != ident:
+                    side.close(fd)
+                    raise PathError(errno.ESTALE, "directory moved while it was copied",
+                                    self._show(path, is_dst), is_dst)
+            if is_dst:
+                fr.dfd = fd
+            else:
+                fr.sfd = fd
+        child.attr_dfd = fr.dfd
+
+    def _open_by_name(self, side: Endpoint, is_dst: bool, at: int) -> int:
+        """The directory of frame ``at`` opened again by the names of the frames from the
+        nearest one below it with an open descriptor (or the walk's start)."""
+        stack = self._stack
+        a = at - 1
+        while a >= 0 and (stack[a].dfd if is_dst else stack[a].sfd) < 0:
+            a -= 1
+        if a >= 0:
+            fd = stack[a].dfd if is_dst else stack[a].sfd
+        else:
+            fd = self._base if is_dst else self._walk_sfd
+        own = False
+        try:
+            for k in range(a + 1, at + 1):
+                name = stack[k].attr_name if is_dst else stack[k].sname
+                nfd = side.opendir_at(fd, name)
+                if own:
+                    side.close(fd)
+                fd, own = nfd, True
+        except BaseException:
+            if own:
+                side.close(fd)
+            raise
+        return fd
 
     def _loop_skipped(self, spath: bytes) -> None:
         self.warn(f"{self._show(spath, False)}: directory already copied (a directory loop "
@@ -448,15 +546,15 @@ class Copier:
             if not fr.attr_name:
                 # the base directory itself: after every source (later ones change it)
                 self._deferred.append((fr.dpath, fr.st, fr.xattrs))
-            else:
+            elif fr.up is None or fr.up.dfd >= 0:  # (a parent closed only while unwinding)
                 self._apply(fr.attr_dfd, fr.attr_name, fr.dpath, fr.st, fr.xattrs)
         except PathError as e:
             if not best_effort:
                 self._failed(e)
         finally:
-            if fr.own_sfd:
+            if fr.own_sfd and fr.sfd >= 0:
                 self.src.close(fr.sfd)
-            if fr.own_dfd:
+            if fr.own_dfd and fr.dfd >= 0:
                 self._plain.pop(fr.dfd, None)  # the number may be reused
                 self.dst.close(fr.dfd)
 
@@ -567,7 +665,7 @@ class Copier:
         if not rel:
             return self._base, False
         for fr in reversed(self._stack):
-            if fr.rel == rel:
+            if fr.rel == rel and fr.dfd >= 0:
                 return fr.dfd, False
         dst = self.dst
         fd, own = self._base, False

@@ -221,6 +221,119 @@ def test_keep_going_skips_unreadable_files(tmp_path: Path, ramfs) -> None:
     assert ei.value.filename == f"{src}/a"
 
 
+class CountingDirs:
+    """An endpoint wrapper counting the directory descriptors it holds open at once."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.dirs: set[int] = set()
+        self.most = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def _opened(self, fd: int) -> int:
+        self.dirs.add(fd)
+        self.most = max(self.most, len(self.dirs))
+        return fd
+
+    def open_dir(self, path: bytes) -> int:
+        return self._opened(self.inner.open_dir(path))
+
+    def opendir_at(self, dfd: int, name: bytes) -> int:
+        return self._opened(self.inner.opendir_at(dfd, name))
+
+    def close(self, fd: int) -> None:
+        self.dirs.discard(fd)
+        self.inner.close(fd)
+
+
+def _deep_tree(root: Path, depth: int) -> None:
+    """``depth`` nested directories, each with a file and a side directory (so the walk
+    comes back to every level and goes down again), a hard link across 100 levels."""
+    d = root
+    for i in range(depth):
+        d = d / f"d{i}"
+        d.mkdir(parents=True)
+        (d / "f").write_text(str(i))
+        (d / "side").mkdir()
+        (d / "side" / "g").write_text(str(i))
+        os.chmod(d, 0o750 if i % 2 else 0o755)
+        if i == 10:
+            linked = d / "f"
+        if i == 110:
+            os.link(linked, d / "link")
+    for i, p in enumerate(sorted(root.rglob("*"), reverse=True)):
+        os.utime(p, ns=(1_000_000_000 + i, 1_500_000_000_000_000_000 + i * 1000),
+                 follow_symlinks=False)
+
+
+def test_deep_tree_with_few_descriptors(tmp_path: Path, ramfs, tmpfs) -> None:
+    """A tree far deeper than KEEP_OPEN goes in and out with at most KEEP_OPEN (and a few)
+    directories open on either side at once: a tree deeper than a process's descriptor
+    limit copies as cp -a copies it. Modes, times and the hard link are kept."""
+    from fstools.cptofs.copy import KEEP_OPEN
+
+    k, img = ramfs
+    src = tmp_path / "deep"
+    _deep_tree(src, 3 * KEEP_OPEN)
+    host, image = CountingDirs(HostEndpoint()), CountingDirs(img)
+    copy(host, image, [os.fsencode(src)], b"/")
+    assert host.most <= KEEP_OPEN + 3 and image.most <= KEEP_OPEN + 3, (host.most, image.most)
+    assert not host.dirs
+    same(host_manifest(src), kernel_manifest(k.sys, "/deep"))
+    out = tmpfs(tmp_path / "out")
+    host, image = CountingDirs(HostEndpoint()), CountingDirs(img)
+    copy(image, host, [b"/deep"], os.fsencode(out))
+    assert host.most <= KEEP_OPEN + 3 and image.most <= KEEP_OPEN + 3, (host.most, image.most)
+    same(host_manifest(src), host_manifest(out / "deep"))
+
+
+@pytest.mark.parametrize("replace_parent", [False, True])
+def test_directories_moved_while_their_descriptors_were_closed(tmp_path: Path, ramfs,
+                                                               replace_parent: bool) -> None:
+    """A directory moved away while the walk is deep inside it, below the descriptors
+    kept open: its parent, closed meanwhile, is found again by name and the rest of it
+    copied. When the parent was replaced by another directory too, that is found out: the
+    parent's remaining entries are reported and left out, not taken from the wrong place."""
+    from fstools.cptofs.copy import KEEP_OPEN
+
+    k, img = ramfs
+    src = tmp_path / "deep"
+    _deep_tree(src, 2 * KEEP_OPEN + 10)
+    (tmp_path / "elsewhere").mkdir()
+    victim = src / "d0" / "d1" / "d2" / "d3" / "d4"
+    parent = victim.parent
+    victim_st = os.stat(victim)
+
+    class Moving(HostEndpoint):
+        def listdir(self, dfd: int) -> list[bytes]:
+            names = super().listdir(dfd)
+            if os.path.samestat(os.fstat(dfd), victim_st):
+                os.rename(victim, tmp_path / "elsewhere" / "moved")
+                if replace_parent:
+                    os.rename(parent, tmp_path / "elsewhere" / "parent")
+                    parent.mkdir()
+                    (parent / "impostor").write_text("no")
+            return names
+
+    stats, warnings = copy(Moving(), img, [os.fsencode(src)], b"/",
+                           options=Options(keep_going=True))
+    kparent = "/deep/d0/d1/d2/d3"
+    names = sorted(d.d_name for d in _readdir(k, kparent))
+    if replace_parent:
+        assert warnings == [f"{parent}: directory moved while it was copied; skipped"]
+        assert stats.skipped == [os.fsdecode(parent)]
+        assert names == [b"d4"]  # what came before the moved directory, nothing after
+    else:
+        assert warnings == [] and stats.skipped == []
+        assert names == [b"d4", b"f", b"side"]
+        assert _read(k, kparent + "/f") == b"3"
+    # the moved directory's subtree was copied whole
+    deepest = kparent + "".join(f"/d{i}" for i in range(4, 2 * KEEP_OPEN + 10))
+    assert _read(k, deepest + "/f") == str(2 * KEEP_OPEN + 9).encode()
+
+
 def _readdir(k: Kernel, path: str):
     fd = k.sys.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
