@@ -97,6 +97,30 @@ def parse_acl(value: bytes) -> list[tuple[int, int, int]]:
     return [struct.unpack_from("<HHI", value, off) for off in range(4, len(value), 8)]
 
 
+_PATH_STEP = 2048  # bytes of a path resolved by one openat (PATH_MAX is 4096)
+
+
+def _open_deep(sys: kernel.Syscalls, dfd: int, rel: bytes) -> int:
+    """Open directory ``rel`` under ``dfd``, a piece of the path at a time when it is longer
+    than one path walk may be (a tree deeper than PATH_MAX is archived like any other)."""
+    flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+    own = False
+    try:
+        while len(rel) > _PATH_STEP:
+            cut = rel.rfind(b"/", 0, _PATH_STEP)
+            if cut <= 0:  # no separator early enough: let the kernel judge the name
+                break
+            nfd = sys.openat(dfd, rel[:cut], flags)
+            if own:
+                sys.close(dfd)
+            dfd, own, rel = nfd, True, rel[cut + 1:]
+        fd = sys.openat(dfd, rel, flags)
+    finally:
+        if own:
+            sys.close(dfd)
+    return fd
+
+
 class TreeWalk:
     """The walk of the tree at ``root``: every entry as an ``Item``."""
 
@@ -299,8 +323,7 @@ class Exporter:
             return fd
         if self._rootfd < 0:
             self._rootfd = self.sys.open(self.root, O_RDONLY | O_DIRECTORY)
-        rel = path[2:].rstrip(b"/") or b"."
-        fd = self.sys.openat(self._rootfd, rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+        fd = _open_deep(self.sys, self._rootfd, path[2:].rstrip(b"/") or b".")
         fds[path] = fd
         if len(fds) > 16:
             _old, old_fd = fds.popitem(last=False)
