@@ -24,7 +24,7 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
@@ -96,6 +96,23 @@ class Stats:
     bytes: int = 0
     warnings: int = 0
     skipped: list[str] = field(default_factory=list)
+
+
+def _open_path(side: Endpoint, fd: int, names: Sequence[bytes]) -> tuple[int, bool]:
+    """The directory reached from directory ``fd`` through ``names`` (none of them
+    followed if a symlink): its descriptor, and whether it is a new one to close."""
+    own = False
+    try:
+        for name in names:
+            nfd = side.opendir_at(fd, name)
+            if own:
+                side.close(fd)
+            fd, own = nfd, True
+    except BaseException:
+        if own:
+            side.close(fd)
+        raise
+    return fd, own
 
 
 @dataclass
@@ -523,19 +540,8 @@ class Copier:
             fd = stack[a].dfd if is_dst else stack[a].sfd
         else:
             fd = self._base if is_dst else self._walk_sfd
-        own = False
-        try:
-            for k in range(a + 1, at + 1):
-                name = stack[k].attr_name if is_dst else stack[k].sname
-                nfd = side.opendir_at(fd, name)
-                if own:
-                    side.close(fd)
-                fd, own = nfd, True
-        except BaseException:
-            if own:
-                side.close(fd)
-            raise
-        return fd
+        names = [stack[k].attr_name if is_dst else stack[k].sname for k in range(a + 1, at + 1)]
+        return _open_path(side, fd, names)[0]
 
     def _loop_skipped(self, spath: bytes) -> None:
         self.warn(f"{self._show(spath, False)}: directory already copied (a directory loop "
@@ -667,19 +673,7 @@ class Copier:
         for fr in reversed(self._stack):
             if fr.rel == rel and fr.dfd >= 0:
                 return fr.dfd, False
-        dst = self.dst
-        fd, own = self._base, False
-        try:
-            for comp in rel:
-                nfd = self._d(lambda: dst.opendir_at(fd, comp), dpath)  # noqa: B023
-                if own:
-                    dst.close(fd)
-                fd, own = nfd, True
-        except BaseException:
-            if own:
-                dst.close(fd)
-            raise
-        return fd, own
+        return self._d(lambda: _open_path(self.dst, self._base, rel), dpath)
 
     # -- attributes ------------------------------------------------------------------------------------
     def _owner(self, st: StatLike) -> tuple[int, int]:

@@ -4,12 +4,15 @@ equal to what was written."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ext4util import host_fallocate, read_file, unpack, write_file
@@ -311,6 +314,18 @@ def test_rename_exchange_and_dotdot(tmp_path: Path) -> None:
         assert os.stat(mnt / "b/file/..").st_ino == os.stat(mnt / "b").st_ino
 
 
+@contextlib.contextmanager
+def _new_file(tmp_path: Path) -> Iterator[tuple[Path, Any, int, Any]]:
+    """A fresh ext4 image mounted read-write and a new file in it: (image, sys, its
+    descriptor, its in-kernel inode, whose block map the tests look at)."""
+    img = mkfs(tmp_path / "f.img", "ext4")
+    with Kernel(mb=32) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        fd = s.open(f"{root}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
+        yield img, s, fd, s._file(fd).inode
+
+
 def test_block_map_built_extent_by_extent_stays_merged_and_in_place(tmp_path: Path) -> None:
     """Single blocks written in random order (each one joining the run before it, the one
     after it, both or neither) keep the in-memory block map merged as the extent tree will
@@ -319,16 +334,11 @@ def test_block_map_built_extent_by_extent_stays_merged_and_in_place(tmp_path: Pa
     insert per extent. The data reads back and e2fsck -fn is clean."""
     import random
 
-    img = mkfs(tmp_path / "m.img", "ext4")
     rng = random.Random(5)
     order = list(range(0, 1200, 2)) + list(range(1, 400, 2))  # holes left in [400, 1200)
     rng.shuffle(order)
     blocks: dict[int, bytes] = {}
-    with Kernel(mb=32) as k:
-        root = mount_rw(k, img)
-        s = k.sys
-        fd = s.open(f"{root}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
-        inode = s._file(fd).inode
+    with _new_file(tmp_path) as (img, s, fd, inode):
         bs = inode.sb.blocksize
         s.pwrite64(fd, b"\0" * bs, 0)  # the map exists from here on
         s.ftruncate(fd, 0)
@@ -360,13 +370,8 @@ def test_preallocated_file_written_and_punched_at_random(tmp_path: Path) -> None
     stays merged, reads back as a model of the file says, and e2fsck -fn is clean."""
     import random
 
-    img = mkfs(tmp_path / "p.img", "ext4")
     rng = random.Random(9)
-    with Kernel(mb=32) as k:
-        root = mount_rw(k, img)
-        s = k.sys
-        fd = s.open(f"{root}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
-        inode = s._file(fd).inode
+    with _new_file(tmp_path) as (img, s, fd, inode):
         bs = inode.sb.blocksize
         nblocks = 3000
         s.fallocate(fd, 0, 0, nblocks * bs)
