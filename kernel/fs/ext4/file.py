@@ -260,6 +260,8 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
     end = offset + len(mv)
     first, last = offset // bs, (end + bs - 1) // bs
     old_size = inode.size
+    if not offset % bs and offset >= old_size and first >= map_end(inode):
+        return _write_fresh(inode, offset, mv, first, last)
     exts = list(inode.extents(first, last))
     # logical blocks with no old content: unwritten ones and the ones allocated now
     fresh = [(max(e.lblk, first), min(e.lblk + e.count, last)) for e in exts if e.unwritten]
@@ -312,6 +314,31 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
         inode.size = end
         sb.dirty_inode(inode)
     return end - offset
+
+
+def _write_fresh(inode: Ext4Inode, offset: int, mv: memoryview, first: int, last: int) -> int:
+    """``write`` at a block boundary at or past the end of the file and of its map (a new
+    file, an append): every block is new, so there is nothing old to keep or convert; the
+    blocks are written whole, zero-padded past the data."""
+    sb = inode.sb
+    bs = sb.blocksize
+    if inode.size % bs and inode.size < offset:
+        zero_tail(inode, inode.size)
+    new = allocate(inode, first, last, False)
+    if not new:
+        raise kerr(errno.ENOSPC, "ext4", "no free blocks")
+    reach = new[-1][0] + new[-1][1]  # ENOSPC may have stopped it early
+    count = min(len(mv), (reach - first) * bs)
+    buf = bytearray(mv[:count])
+    if count % bs:
+        buf += bytes(bs - count % bs)
+    view = memoryview(buf)
+    for lblk, n, pblk in new:
+        lo = (lblk - first) * bs
+        sb.queue_data(pblk * bs, view[lo:lo + n * bs])
+    inode.size = offset + count
+    sb.dirty_inode(inode)
+    return count
 
 
 def zero_tail(inode: Ext4Inode, size: int) -> None:

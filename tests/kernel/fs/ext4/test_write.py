@@ -799,6 +799,38 @@ def test_inline_data_moves_to_blocks_when_changed(tmp_path: Path) -> None:
         assert (mnt / "inline-300").stat().st_size == 300
 
 
+def test_writes_past_the_end_of_the_map(tmp_path: Path) -> None:
+    """Writes at a block boundary past everything mapped (a new file, an append) take new
+    blocks whole: the rest of a last block is zeros, the gap before them stays a hole, and
+    on a full image the write is short, at a block boundary, with what fit readable."""
+    img = mkfs(tmp_path / "e.img", "ext4-1k")
+    with Kernel(mb=16) as k:
+        root = mount_rw(k, img)
+        s = k.sys
+        fd = s.open(f"{root}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
+        head, tail = os.urandom(1000), os.urandom(700)
+        assert s.pwrite(fd, head, 0) == 1000
+        s.ftruncate(fd, 3000)
+        assert s.pwrite(fd, tail, 5120) == 700
+        assert s.pread(fd, 8192, 0) == head + bytes(5120 - 1000) + tail
+        st = s.fstat(fd)
+        assert (st.st_size, st.st_blocks) == (5820, 4)  # two 1 KiB blocks: 0 and 5
+        s.close(fd)
+        # fill the image with one write: short, whole blocks, the data that fit intact
+        free = s.statfs(root).f_bfree * 1024  # root may use the reserved blocks too
+        big = os.urandom(free + (1 << 20))
+        fd = s.open(f"{root}/big", kernel.O_CREAT | kernel.O_RDWR, 0o644)
+        n = s.pwrite(fd, big, 0)
+        assert 0 < n < len(big) and n % 1024 == 0
+        with pytest.raises(OSError) as e:
+            s.pwrite(fd, big[n:], n)
+        assert e.value.errno == errno.ENOSPC
+        assert s.fstat(fd).st_size == n
+        assert read_file(s, f"{root}/big") == big[:n]
+        s.close(fd)
+    fsck(img)
+
+
 def test_out_of_inodes_is_enospc(tmp_path: Path) -> None:
     """With every inode used, creating anything is ENOSPC and the image stays clean."""
     img = mkfs(tmp_path / "i.img", "ext4-1k", ["-N", "64"])
