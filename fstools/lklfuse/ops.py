@@ -20,6 +20,9 @@ Invariants (pyfuse3's low-level contract, kept exactly):
 * ``flush`` is not implemented: its ENOSYS makes the host kernel stop sending
   FLUSH, one round trip less per close(2). Nothing waits for it: writes reach
   the kernel as they come and ``release`` closes the kernel's descriptor.
+* A lookup of a missing name answers inode 0 with the entry timeout: the host
+  keeps the negative entry, as it keeps positive ones, for as long (every
+  change comes through this mount, so the host's cache cannot go stale).
 * On a read-only mount, opening a small regular file (up to ``PREFILL``
   bytes) for reading stores its whole content in the host's page cache
   (``notify_store``) before the open returns, once per inode while the host
@@ -244,7 +247,17 @@ class KernelOps(pyfuse3.Operations):
         if name in (b".", b".."):
             st = self.sys.fstatat(self.fd(parent_inode), name, 0)
             return self.attrs(st)
-        return self._remember(self.fd(parent_inode), name)
+        try:
+            return self._remember(self.fd(parent_inode), name)
+        except FileNotFoundError:
+            # a negative entry the host caches: asking again (a search of PATH, a build's
+            # look for files it has not made yet, open with O_CREAT after a stat) costs no
+            # round trip; every change comes through us, so the host drops it when the
+            # name appears (O_EXCL and rename targets always ask again)
+            a = pyfuse3.EntryAttributes()
+            a.st_ino = 0
+            a.entry_timeout = TIMEOUT
+            return a
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for inode, count in inode_list:

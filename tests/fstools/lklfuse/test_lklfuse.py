@@ -170,8 +170,11 @@ def test_lookup_counts_and_forget(ops) -> None:
 def test_errors_become_fuse_errors(ops) -> None:
     o, _k = ops
     with pytest.raises(pyfuse3.FUSEError) as e:
-        trio.run(o.lookup, pyfuse3.ROOT_INODE, b"no-such-file", _Ctx())
-    assert e.value.errno == errno.ENOENT
+        trio.run(o.lookup, trio.run(o.lookup, 1, b"small.txt", _Ctx()).st_ino, b"x", _Ctx())
+    assert e.value.errno == errno.ENOTDIR
+    # a name that is not there: a negative entry the host may keep (inode 0, a timeout)
+    a = trio.run(o.lookup, pyfuse3.ROOT_INODE, b"no-such-file", _Ctx())
+    assert a.st_ino == 0 and a.entry_timeout > 0
     with pytest.raises(pyfuse3.FUSEError) as e:
         trio.run(o.mkdir, pyfuse3.ROOT_INODE, b"new", 0o755, _Ctx())
     assert e.value.errno == errno.EROFS

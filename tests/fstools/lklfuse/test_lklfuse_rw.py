@@ -238,3 +238,52 @@ def test_changes_reach_the_image_within_the_commit_interval(tmp_path: Path) -> N
     assert fix.returncode in (0, 1) and "? yes" not in fix.stdout, fix.stdout
     out = run("debugfs", "-R", "cat /unsynced", copy).stdout
     assert out == "committed by the interval\n"
+
+
+@pytest.mark.fuse
+def test_missing_names_are_cached_and_appear_when_created(tmp_path: Path) -> None:
+    """A lookup of a missing name is answered once: the host keeps the negative entry, so
+    asking again (cp's stat before its create) costs no request; a name created or renamed
+    into place through the mount shows at once."""
+    import re
+
+    need_root()
+    need_tool("fusermount3")
+    image = mkfs(tmp_path / "n.img")
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    log = open(tmp_path / "debug.log", "w+")
+    proc = subprocess.Popen(lklfuse_cmd() + [str(image), str(mnt), "-f", "-d"],
+                            stderr=log, stdout=log)
+
+    def lookups_since(mark: int) -> int:
+        time.sleep(0.2)
+        log.seek(mark)
+        return len(re.findall(r"opcode: LOOKUP \(\d+\)", log.read()))
+
+    try:
+        wait_mounted(mnt, proc)
+        time.sleep(0.2)
+        mark = log.seek(0, os.SEEK_END)
+        for _ in range(3):
+            assert not os.path.lexists(mnt / "new")
+        assert lookups_since(mark) == 1
+        (mnt / "new").write_text("made\n")
+        assert (mnt / "new").read_text() == "made\n" and "new" in os.listdir(mnt)
+        (mnt / "a").write_text("renamed\n")
+        assert not os.path.lexists(mnt / "b")
+        os.rename(mnt / "a", mnt / "b")
+        assert (mnt / "b").read_text() == "renamed\n" and not os.path.lexists(mnt / "a")
+        os.mkdir(mnt / "d")
+        assert not os.path.lexists(mnt / "d/x")
+        os.link(mnt / "new", mnt / "d/x")
+        assert os.stat(mnt / "d/x").st_nlink == 2
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        assert proc.wait(timeout=60) == 0
+    fsck_clean(image)
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(image, readonly=True), flags=MS_RDONLY)
+        got = kernel_manifest(k.sys, root)
+    assert sorted(got) == [".", "b", "d", "d/x", "lost+found", "new"]
+    assert got["new"]["nlink"] == 2 and got["d/x"]["sha256"] == got["new"]["sha256"]
