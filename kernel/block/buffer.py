@@ -178,6 +178,13 @@ class BufferCache:
         """Write one buffer synchronously (it stays cached, clean)."""
         self._write([buf])
 
+    def clean(self, bdev: BlockDevice, blocknr: int, size: int) -> None:
+        """The block's cached content was written by someone else (a journal checkpoint):
+        no need to write it back."""
+        buf = self._dirty.pop((bdev, blocknr * size), None)
+        if buf is not None:
+            buf.dirty = False
+
     def forget(self, bdev: BlockDevice, blocknr: int, size: int) -> None:
         """Drop a block without writing it (Linux's bforget): it was freed."""
         key = (bdev, blocknr * size)

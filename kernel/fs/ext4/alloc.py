@@ -290,7 +290,11 @@ class Allocator:
         avail = self.free_clusters - reserve
         if avail <= 0 and self.pending:
             # out of space but for blocks waiting for the commit: take them now and commit
-            # at the end of this operation (Linux forces a commit and retries, likewise)
+            # at the end of this operation (Linux forces a commit and retries, likewise);
+            # a freed block the journal's log still holds goes home from there first
+            j = sb.journal
+            if j is not None and j.freed_live:
+                j.checkpoint()
             self.apply_pending()
             self.force_commit = True
             avail = self.free_clusters - reserve

@@ -839,9 +839,11 @@ class Ext4Super(SuperBlock):
 
     def _changed(self) -> bool:
         """Anything not yet on the image (or in a committed transaction)?"""
-        return bool(self._dirty or self._data or self.alloc.pending or self.alloc.dirty
-                    or self.super_dirty or (self.journal is not None and self.journal.running)
-                    or self._real_cache().dirty_buffers(self.io))
+        if self._dirty or self._data or self.alloc.pending or self.alloc.dirty or self.super_dirty:
+            return True
+        if self.journal is not None:  # dirty buffers it committed are as good as written
+            return bool(self.journal.running)
+        return bool(self._real_cache().dirty_buffers(self.io))
 
     def _real_cache(self) -> BufferCache:
         bc = self.bcache
@@ -952,7 +954,8 @@ class Ext4Super(SuperBlock):
         self._store_dirty()
         self.flush_data()
         if self.journal is not None:
-            self._commit()  # the log is empty afterwards
+            self._commit()
+            self.journal.checkpoint()  # the log is empty afterwards
             self.incompat &= ~INCOMPAT_RECOVER
             self.bcache = self._real_cache()
             self.journal = None

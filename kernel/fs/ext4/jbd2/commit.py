@@ -6,22 +6,30 @@ dirties (``JournalingCache.mark_dirty``); those buffers are pinned in memory
 and never written to their home location before the transaction commits.
 A commit, always between two system calls:
 
-1. the journal superblock points the log at the transaction (``s_start``,
-   ``s_sequence``), and is flushed;
+1. when the log is empty, the journal superblock points it at the
+   transaction (``s_start``, ``s_sequence``), and is flushed; otherwise the
+   transaction follows the last one in the log (recovery walks the sequence);
 2. descriptor blocks (64-bit tags, csum v2/v3 tag and block checksums where
    the journal has them; blocks that start with the jbd2 magic escaped) and
    the copies of the buffers are written to the log; flush;
 3. the commit block (with its checksum) is written; flush: the transaction
-   is durable, recovery will replay it;
-4. checkpoint: the buffers go to their home locations; flush; the journal
-   superblock says the log is empty again (``s_start`` 0, next sequence).
+   is durable, recovery will replay it. An fsync waits for no more.
 
-Since the log is emptied by every checkpoint, it never holds an older
-transaction that a freed block could be replayed from, so no revoke records
-are needed; blocks freed by the running transaction are not reused before it
-commits (the allocator defers the frees), so file data written into reused
-blocks can never be exposed by a crash. File data is written before the
-commit (ordered mode).
+Checkpointing is lazy, as jbd2's: committed blocks stay in the log (and
+dirty in the cache, which may write them home whenever it likes) until the
+log or memory runs short, or the filesystem is unmounted. ``checkpoint``
+then writes the committed copies home (never a buffer the running
+transaction has changed since), flushes, and empties the log (``s_start``
+0, next sequence).
+
+No revoke records are written; instead a block that is in the log is never
+reused while it is there: freeing one (``forget``) makes the commit that
+frees it checkpoint at once, before the allocator hands the block out again,
+so a replay can never write old metadata over what a reused block holds.
+Blocks freed by the running transaction are not reused before it commits
+(the allocator defers the frees; when it must take them early, at ENOSPC, it
+checkpoints first), so file data written into reused blocks can never be
+exposed by a crash. File data is written before the commit (ordered mode).
 """
 
 from __future__ import annotations
@@ -81,7 +89,13 @@ class JournalingCache:
         self._writer.running[buf.blocknr] = buf
 
     def forget(self, bdev: BlockDevice, blocknr: int, size: int) -> None:
-        self._writer.running.pop(blocknr, None)
+        """A metadata block was freed: out of the transaction; if the log holds it, the log
+        must be checkpointed before the block can be reused (its committed copy still goes
+        home: until the free commits, the committed tree points to it)."""
+        w = self._writer
+        w.running.pop(blocknr, None)
+        if blocknr in w.live:
+            w.freed_live = True
         self._cache.forget(bdev, blocknr, size)
 
 
@@ -96,6 +110,11 @@ class JournalWriter:
         self.bs = journal.blocksize
         self.running: dict[int, Buffer] = {}
         self.started = 0.0
+        # committed, not yet checkpointed: block -> its content as committed
+        self.live: dict[int, bytes] = {}
+        self.head = journal.first  # where the next transaction goes in the log
+        self.freed_live = False  # a block in the log was freed: checkpoint before reuse
+        self.checkpoints = 0
         self.sequence = journal.sequence
         self.tag_size = tag_bytes(journal)
         self.commits = 0
@@ -196,7 +215,8 @@ class JournalWriter:
                 struct.pack_into(">I", block, off + 8, blocknr >> 32)
 
     def commit(self) -> bool:
-        """Commit and checkpoint the running transaction; False if it was empty."""
+        """Commit the running transaction (checkpointing when the log or memory runs
+        short, or a block in the log was freed); False if it was empty."""
         if not self.running:
             return False
         bufs = sorted(self.running.values(), key=lambda b: b.blocknr)
@@ -205,9 +225,14 @@ class JournalWriter:
         j = self.j
         seq = self.sequence
         bs = self.bs
-        pos = j.first
-        self._write_jsb(pos, seq)
         tail = 4 if j.csum else 0
+        need = len(bufs) + -(-len(bufs) // self.per_desc) + 1  # copies, descriptors, commit
+        if self.head + need > j.last:
+            self.checkpoint()  # no room after the transactions in the log: empty it
+        pos = self.head
+        if pos == j.first:
+            self._write_jsb(pos, seq)
+        committed: list[tuple[int, bytes]] = []
         log: list[bytes | bytearray] = []
         for k in range(0, len(bufs), self.per_desc):
             chunk = bufs[k:k + self.per_desc]
@@ -225,6 +250,7 @@ class JournalWriter:
                     copy = b"\0\0\0\0" + data[4:]
                 else:
                     copy = data
+                committed.append((b.blocknr, data))
                 self._tag(desc, off, b.blocknr, flags, copy)  # the checksum covers the log copy
                 off += self.tag_size
                 if i == 0:
@@ -250,11 +276,32 @@ class JournalWriter:
             struct.pack_into(">I", commit, 16, crc32c_raw(j.csum_seed, bytes(commit)))
         self._write_log(pos, commit)
         self.dev.flush()
-        # checkpoint: home locations, then an empty log
+        self.head = pos + 1
+        self.live.update(committed)
         self.running = {}
         self.started = 0.0
-        self.cache.sync(self.dev)
         self.sequence = seq + 1
-        self._write_jsb(0, self.sequence)
         self.commits += 1
+        if (self.freed_live or self.head - j.first > (j.last - j.first) // 2
+                or len(self.live) * bs > self.cache.budget // 4):
+            self.checkpoint()
         return True
+
+    def checkpoint(self) -> None:
+        """Write the committed blocks home from their committed copies (the running
+        transaction's buffers are left alone), flush, and empty the log."""
+        self.freed_live = False
+        if self.head == self.j.first:
+            return
+        bs = self.bs
+        if self.live:  # (neighbouring blocks go out as one request)
+            self.dev.write_many([(b * bs, [memoryview(d)]) for b, d in self.live.items()])
+        self.dev.flush()
+        # what went home is clean in the cache unless the running transaction changed it
+        for blocknr in self.live:
+            if blocknr not in self.running:
+                self.cache.clean(self.dev, blocknr, bs)
+        self.live = {}
+        self.head = self.j.first
+        self._write_jsb(0, self.sequence)
+        self.checkpoints += 1

@@ -19,17 +19,23 @@ from kernel import Kernel
 
 def _die_before_checkpoint(after: int) -> None:
     """Simulate a crash between a commit block and its checkpoint (CRASH_AFTER_COMMITS=N:
-    the process dies when the N-th commit is durable in the log but not yet written home)."""
+    the process dies when the N-th commit is durable in the log, before anything more of
+    it is written home)."""
     from kernel.fs.ext4.jbd2 import commit
 
     real = commit.JournalWriter.commit
     count = [0]
 
+    def die(*_a: object) -> None:
+        os._exit(9)
+
     def commit_then_die(self: commit.JournalWriter) -> bool:
         if self.running:
             count[0] += 1
             if count[0] >= after:
-                self.cache.sync = lambda *a, **k: os._exit(9)  # type: ignore[method-assign]
+                self.checkpoint = die  # type: ignore[method-assign]
+                real(self)
+                die()
         return real(self)
 
     commit.JournalWriter.commit = commit_then_die  # type: ignore[method-assign]
