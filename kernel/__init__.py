@@ -31,6 +31,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,7 @@ from .mm import Arena
 from .syscalls import Dirent, Syscalls
 from .uapi import *  # noqa: F401,F403 - the constants are part of the façade
 from .vfs.dcache import MountTable, Path
-from .vfs.inode import StatFs
+from .vfs.inode import StatFs, SuperBlock
 from .vfs.stat import Stat
 from .vfs.super import Registry, do_umount, kill_sb, new_mount
 from .vfs.task import Task
@@ -177,13 +178,22 @@ class Kernel:
             d = d.parent
         return b"/" + b"/".join(reversed(parts))
 
-    def sync_all(self) -> None:
+    def _writable_supers(self) -> Iterator[SuperBlock]:
+        """Each read-write superblock once (mounts may share one)."""
         seen = set()
         for m in [self.root_mount, *self.mounts.all()]:
-            if id(m.sb) not in seen:
+            if id(m.sb) not in seen and not m.sb.rdonly:
                 seen.add(id(m.sb))
-                if not m.sb.rdonly:
-                    m.sb.sync()
+                yield m.sb
+
+    def sync_all(self) -> None:
+        for sb in self._writable_supers():
+            sb.sync()
+
+    def reclaim_space(self) -> bool:
+        """A system call ran out of space: let every filesystem commit the blocks it
+        freed (``SuperBlock.reclaim``); True if any did, and a retry may succeed."""
+        return any([sb.reclaim() for sb in self._writable_supers()])
 
     # -- disks --------------------------------------------------------------------------
     def disk_add(self, path: str | os.PathLike[str], readonly: bool = False) -> Disk:

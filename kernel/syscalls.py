@@ -10,6 +10,7 @@ Each call takes the kernel lock for its whole duration: the kernel is one CPU.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -104,6 +105,13 @@ def _syscall(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(self: Syscalls, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
+            try:
+                return fn(self, *args, **kwargs)
+            except OSError as e:
+                # ENOSPC while blocks wait for a commit to be free: commit, try once more
+                # (a failed call leaves nothing half done)
+                if e.errno != errno.ENOSPC or not self._k.reclaim_space():
+                    raise
             return fn(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -400,6 +408,9 @@ class Syscalls:
         with sb.transaction():
             written = inode.write(pos, data)
             inode.setattr(attr)
+        if written < len(data) and sb.reclaim():  # short for want of space: commit, go on
+            with contextlib.suppress(OSError), sb.transaction():
+                written += inode.write(pos + written, memoryview(data)[written:])
         return written
 
     @_syscall

@@ -354,6 +354,12 @@ class SuperBlock:
     def sync(self) -> None:
         """Write back everything dirty and flush the device."""
 
+    def reclaim(self) -> bool:
+        """Out of space: commit what the running transaction freed, so that it can be
+        allocated (ext4_should_retry_alloc). True if that was done and the failed system
+        call is worth one more try. Called between system calls only."""
+        return False
+
     def remount(self, flags: int, options: str) -> None:
         from ..uapi import MS_RDONLY
 

@@ -182,7 +182,6 @@ class Allocator:
         # commits (a crash must not show another file's new data in a file it restores)
         self.defer = False
         self.pending: list[tuple[int, int]] = []
-        self.force_commit = False
         # per group, where a search for a free block (offset in the group) or inode (index)
         # may start: every bit before it is known to be set. The searches still find the
         # first free bit, without rescanning a group's used head for every allocation.
@@ -283,21 +282,21 @@ class Allocator:
     def alloc_blocks(self, goal: int, count: int, metadata: bool = False) -> tuple[int, int]:
         """A run of 1 to ``count`` free blocks, at ``goal`` if it is free; (first, length).
 
-        Data may not take the last METADATA_RESERVE blocks. ENOSPC when nothing is free.
+        Data may not take the last METADATA_RESERVE blocks. ENOSPC when nothing is free,
+        even if the running transaction freed blocks: data does not take them before it
+        commits (the system call is retried after the commit: ``Ext4Super.reclaim``).
         """
         sb = self.sb
         reserve = 0 if metadata else METADATA_RESERVE
         avail = self.free_clusters - reserve
-        if avail <= 0 and self.pending:
-            # out of space but for blocks waiting for the commit: take them now and commit
-            # at the end of this operation (Linux forces a commit and retries, likewise);
-            # a freed block the journal's log still holds goes home from there first
-            j = sb.journal
-            if j is not None and j.freed_live:
-                j.checkpoint()
-            self.apply_pending()
-            self.force_commit = True
-            avail = self.free_clusters - reserve
+        if avail <= 0 and metadata and self.pending:
+            # a block the running transaction freed may be metadata of the same transaction
+            # (the journal holds its new contents until the commit: a crash before then
+            # leaves the old ones in place), never data, which goes home first
+            blk, n = self.pending.pop()
+            if n > 1:
+                self.pending.append((blk + 1, n - 1))
+            return blk, 1
         if avail <= 0 or count <= 0:
             raise kerr(errno.ENOSPC, "ext4", "no free blocks")
         count = min(count, avail)

@@ -820,10 +820,8 @@ class Ext4Super(SuperBlock):
         if len(self._dirty) >= _DIRTY_INODES_BATCH:
             self._store_dirty()
         j = self.journal
-        if j is not None and not self._depth and (
-                self.alloc.force_commit
-                or j.should_commit(len(j.running) + len(self._dirty),
-                                   self._real_cache().budget // self.blocksize)):
+        if j is not None and not self._depth and j.should_commit(
+                len(j.running) + len(self._dirty), self._real_cache().budget // self.blocksize):
             self._commit()
 
     def _store_dirty(self) -> None:
@@ -855,7 +853,6 @@ class Ext4Super(SuperBlock):
         self._store_dirty()
         self.flush_data()  # ordered mode: data before the metadata that points to it
         self.alloc.apply_pending()
-        self.alloc.force_commit = False
         self.alloc.commit()
         self.write_super(valid=True)
         self.journal.commit()
@@ -870,6 +867,14 @@ class Ext4Super(SuperBlock):
         self.flush_data()
         self.write_super(valid=False)
         self.bcache.sync(self.io)
+
+    def reclaim(self) -> bool:
+        # blocks the running transaction freed are reused only after it commits (else a
+        # crash before the commit would give the file it deletes another file's data)
+        if self.journal is None or self._depth or not self.alloc.pending:
+            return False
+        self._commit()
+        return True
 
     def write_inode(self, inode: object) -> None:
         if not self.rdonly:

@@ -93,12 +93,12 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         img.unlink()
 
 
-@pytest.mark.parametrize("commit_the_free", [True, False], ids=["committed", "taken-at-enospc"])
+@pytest.mark.parametrize("commit_the_free", [True, False], ids=["committed", "committed-at-enospc"])
 def test_a_freed_block_of_the_log_is_never_written_over_its_reuse(tmp_path: Path, monkeypatch,
                                                                   commit_the_free: bool) -> None:
     """An extent block committed to the log, then freed with its file and taken for another
-    file's data while the log is lazy (after the free commits, or at once when the
-    allocator runs out and takes the frees early): neither the checkpoint nor a replay
+    file while the log is lazy (after the free commits, or when the allocator runs out and
+    the write commits the free to go on): neither the checkpoint nor a replay
     after a crash may put the old extent block over that data (jbd2 writes revoke
     records; we empty the log before such a block can be reused)."""
     from kernel.fs.ext4 import alloc
@@ -151,7 +151,8 @@ def test_a_freed_block_of_the_log_is_never_written_over_its_reuse(tmp_path: Path
         s.fsync(fd)
         inode = s._file(fd).inode
         taken = {b for _l, n, p, _u in inode.runs() for b in range(p, p + n)}
-        assert set(leaf) & taken  # the extent block holds data now
+        taken |= set(tree_blocks(inode))
+        assert set(leaf) & taken  # the extent block holds the new file's data or extents
         shutil.copyfile(img, crash)  # a crash now: whatever the log holds is replayed
         s.close(fd)
     for image in (img, crash, early):
@@ -163,5 +164,76 @@ def test_a_freed_block_of_the_log_is_never_written_over_its_reuse(tmp_path: Path
             # what a replay restores of the file is what was written, never old metadata
             assert got == bytes(body[:len(got)]), image.name
             assert image is early or len(got) == len(body), image.name
+        check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+
+
+def _fill(s, path: str, seed: str) -> bytes:
+    """Write ``path`` until the filesystem is full; what it holds. A write falls short
+    only when the next one finds no space."""
+    fd = s.open(path, kernel.O_CREAT | kernel.O_WRONLY, 0o644)
+    body = bytearray()
+    short = False
+    while True:
+        # 64 KiB: the space runs out inside one
+        chunk = hashlib.sha256(f"{seed}{len(body)}".encode()).digest() * 2048
+        try:
+            n = s.write(fd, chunk)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+            break
+        assert not short, "a short write, though there was space"
+        short = n < len(chunk)
+        body += chunk[:n]
+    s.fsync(fd)
+    s.close(fd)
+    return bytes(body)
+
+
+def test_a_deleted_file_keeps_its_data_until_the_delete_commits(tmp_path: Path) -> None:
+    """On a full image a file is deleted and another written into the space it leaves,
+    before the delete commits. The data waits for that commit (the write commits and goes
+    on, as Linux's does): a crash at any commit, its data written and its record not,
+    shows the first file whole or gone, never holding the second file's data."""
+    need_tool("mke2fs", "e2fsck")
+    img = tmp_path / "f.img"
+    with open(img, "wb") as f:
+        f.truncate(8 << 20)
+    run("mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-J", "size=1", img)
+    crashes: list[Path] = []
+    with Kernel(mb=16) as k:
+        root = k.mount_dev(k.disk_add(img, readonly=False))
+        s = k.sys
+        fd = s.open(f"{root}/pad", kernel.O_CREAT | kernel.O_WRONLY, 0o644)
+        s.write(fd, b"p" * 100_000)
+        s.close(fd)
+        old = _fill(s, f"{root}/old", "old")
+        assert len(old) > 4 << 20
+        s.unlink(f"{root}/pad")
+        s.sync()  # 100 KB free, then the delete: a write falls short but for it
+        s.unlink(f"{root}/old")
+        writer = _sb(k, root).journal
+        real_commit = writer.commit
+
+        def crash_then_commit() -> None:
+            crash = tmp_path / f"crash{len(crashes)}.img"
+            shutil.copyfile(img, crash)
+            crashes.append(crash)
+            real_commit()
+
+        writer.commit = crash_then_commit
+        new = _fill(s, f"{root}/new", "new")
+        assert len(new) > len(old) // 2  # the write went on into the space the delete left
+    assert crashes
+    for image in (img, *crashes):
+        with Kernel(mb=16) as k:
+            root = k.mount_dev(k.disk_add(image, readonly=False))
+            try:
+                got = read_file(k.sys, f"{root}/old")
+            except FileNotFoundError:
+                pass
+            else:
+                assert got == old, image.name
+                assert image is not img
         check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
