@@ -182,6 +182,7 @@ class Allocator:
         # commits (a crash must not show another file's new data in a file it restores)
         self.defer = False
         self.pending: list[tuple[int, int]] = []
+        self.owed = 0  # blocks the stores of changed block maps may take (not for data)
         # per group, where a search for a free block (offset in the group) or inode (index)
         # may start: every bit before it is known to be set. The searches still find the
         # first free bit, without rescanning a group's used head for every allocation.
@@ -282,12 +283,13 @@ class Allocator:
     def alloc_blocks(self, goal: int, count: int, metadata: bool = False) -> tuple[int, int]:
         """A run of 1 to ``count`` free blocks, at ``goal`` if it is free; (first, length).
 
-        Data may not take the last METADATA_RESERVE blocks. ENOSPC when nothing is free,
+        Data may not take the last METADATA_RESERVE blocks, nor those the changed block
+        maps need (``owed``). ENOSPC when nothing is free,
         even if the running transaction freed blocks: data does not take them before it
         commits (the system call is retried after the commit: ``Ext4Super.reclaim``).
         """
         sb = self.sb
-        reserve = 0 if metadata else METADATA_RESERVE
+        reserve = 0 if metadata else METADATA_RESERVE + self.owed
         avail = self.free_clusters - reserve
         if avail <= 0 and metadata and self.pending:
             # a block the running transaction freed may be metadata of the same transaction

@@ -158,6 +158,16 @@ def _split_runs(runs: list[Run]) -> list[tuple[int, int, int, bool]]:
     return out
 
 
+def extent_tree_size(n: int, per: int) -> int:
+    """Blocks of a packed tree of ``n`` extents (the inode holds 4 entries, a block
+    ``per``): what ``store_extents`` builds."""
+    total = 0
+    while n > 4:
+        n = (n + per - 1) // per
+        total += n
+    return total
+
+
 def store_extents(inode: Ext4Inode, runs: list[Run], old_blocks: list[int],
                   alloc: object) -> tuple[bytes, list[int]]:
     """Write the tree for ``runs``; returns the new ``i_block`` and the tree's blocks.

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from ...errors import kerr
 from ...uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE
-from .extents import store_extents, tree_blocks
-from .indirect import store_indirect
+from .extents import extent_tree_size, store_extents, tree_blocks
+from .indirect import indirect_cover, store_indirect
 from .ondisk import EXT4_EXTENTS_FL
 
 if TYPE_CHECKING:
@@ -40,10 +40,32 @@ def _uninline(inode: Ext4Inode) -> None:
 
 # -- the in-memory map ------------------------------------------------------------------------
 def _touch(inode: Ext4Inode, lo: int, hi: int) -> None:
-    """Note that the map changed over logical blocks [lo, hi)."""
+    """Note that the map changed over logical blocks [lo, hi), and what storing it may
+    take: the blocks the tree will need are held back from data (``Allocator.owed``), so
+    that a full filesystem can still store the maps of what it holds."""
     inode.map_lo = min(inode.map_lo, lo)
     inode.map_hi = max(inode.map_hi, hi)
-    inode.sb.dirty_inode(inode)
+    sb = inode.sb
+    sb.dirty_inode(inode)
+    owed = _map_owed(inode)
+    if owed != inode.owed:
+        sb.alloc.owed += owed - inode.owed
+        inode.owed = owed
+
+
+def _map_owed(inode: Ext4Inode) -> int:
+    """At most how many new blocks the next ``store_map`` of ``inode`` allocates."""
+    sb = inode.sb
+    if inode.i_flags & EXT4_EXTENTS_FL:
+        # each extent holds up to 32,767 blocks (unwritten): a long run may take several
+        n = len(inode.runs()) + (inode.blocks << 9) // (sb.blocksize * 32767)
+        if n <= 4:
+            return 0  # in the inode
+        need = extent_tree_size(n, (sb.blocksize - 12) // 12)
+        if inode.tblocks is None:
+            inode.tblocks = tree_blocks(inode)
+        return max(need - len(inode.tblocks), 0)
+    return indirect_cover(inode.map_lo, inode.map_hi, sb.blocksize // 4)
 
 
 def _merge(runs: list[Run]) -> list[Run]:
@@ -211,9 +233,12 @@ def convert_written(inode: Ext4Inode, start: int, end: int) -> None:
 # -- storing the map --------------------------------------------------------------------------
 def store_map(inode: Ext4Inode) -> None:
     """Write the changed block map to its tree (extents) or indirect blocks."""
+    sb = inode.sb
+    if inode.owed:  # what was held back for this store is free for anyone again
+        sb.alloc.owed -= inode.owed
+        inode.owed = 0
     if inode.map_lo >= inode.map_hi:
         return
-    sb = inode.sb
     bs = sb.blocksize
 
     def alloc_meta(goal: int) -> int:

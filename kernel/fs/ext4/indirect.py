@@ -78,6 +78,22 @@ def load_indirect(inode: Ext4Inode) -> list[Run]:
 
 
 # -- write side ------------------------------------------------------------------------------
+def indirect_cover(lo: int, hi: int, per: int) -> int:
+    """How many indirect blocks cover logical blocks [lo, hi) (``per`` pointers in a
+    block): the most a store of that range can add."""
+    total = 0
+    start = 12  # the direct pointers
+    for levels in (1, 2, 3):
+        end = start + per ** levels
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            for d in range(levels):  # the blocks at each depth of this subtree
+                span = per ** (levels - d)
+                total += (b - 1 - start) // span - (a - start) // span + 1
+        start = end
+    return total
+
+
 def store_indirect(inode: Ext4Inode, lookup: object, any_mapped: object, lo: int, hi: int,
                    alloc: object) -> int:
     """Bring the indirect tree up to date for logical blocks [lo, hi); returns the change

@@ -66,7 +66,7 @@ def _xtime(sec: int, extra: int | None) -> int:
 class Ext4Inode(Inode):
     __slots__ = ("i_flags", "i_block", "file_acl", "extra_isize", "raw", "csum_seed", "_runs",
                  "_starts", "dir_cache", "_xattrs", "map_lo", "map_hi", "tblocks", "dir_state",
-                 "dtime", "orphan_next", "dir_names", "lookups")
+                 "dtime", "orphan_next", "dir_names", "lookups", "owed")
 
     sb: Ext4Super
 
@@ -158,6 +158,7 @@ class Ext4Inode(Inode):
         # the directory's write state, deletion time and the orphan chain
         self.map_lo, self.map_hi = 1 << 62, 0
         self.tblocks: list[int] | None = None
+        self.owed = 0  # blocks held back for the next store of the map (file._touch)
         self.dir_state: object | None = None
         self.dtime = 0
         self.orphan_next = 0
