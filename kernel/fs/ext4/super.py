@@ -831,8 +831,13 @@ class Ext4Super(SuperBlock):
         while self._dirty:
             dirty = list(self._dirty.values())
             self._dirty.clear()
-            for inode in dirty:
-                w.store_inode(inode)
+            for i, inode in enumerate(dirty):
+                try:
+                    w.store_inode(inode)
+                except BaseException:  # those not stored stay dirty: nothing is forgotten
+                    for rest in dirty[i:]:
+                        self._dirty.setdefault(rest.ino, rest)
+                    raise
         self.alloc.commit()
 
     def _changed(self) -> bool:
