@@ -26,7 +26,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Protocol
 
 from kernel import (
@@ -39,11 +39,10 @@ from kernel import (
     O_NOFOLLOW,
     O_RDONLY,
     O_WRONLY,
-    SEEK_DATA,
-    SEEK_HOLE,
     Syscalls,
 )
 
+from ..common.regions import data_regions
 from ..common.xattrs import XFS_ACL_NAMES, read_xattrs
 
 # XFS lists its on-disk ACLs a second time under these names; they are the
@@ -123,35 +122,6 @@ class Endpoint(Protocol):
     def finish(self) -> None: ...
 
 
-def _regions(lseek: Callable[[int, int, int], int], fd: int,
-             size: int) -> Iterator[tuple[int, int]]:
-    """Data regions [start, end) from SEEK_DATA/SEEK_HOLE; the whole file if unsupported."""
-    pos = 0
-    while pos < size:
-        try:
-            start = lseek(fd, pos, SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:  # only a hole up to the end
-                return
-            if e.errno in (errno.EINVAL, errno.EOPNOTSUPP) and pos == 0:
-                yield 0, size
-                return
-            raise
-        if start >= size:
-            return
-        try:
-            end = lseek(fd, start, SEEK_HOLE)
-        except OSError as e:
-            if e.errno != errno.ENXIO:
-                raise
-            end = size
-        end = min(end, size)
-        if end <= start:
-            return
-        yield start, end
-        pos = end
-
-
 def _ns_to_ts(ns: int) -> tuple[int, int]:
     sec, nsec = divmod(ns, 1_000_000_000)
     return sec, nsec
@@ -211,7 +181,7 @@ class HostEndpoint:
         return os.pread(fd, count, offset)
 
     def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
-        return _regions(os.lseek, fd, size)
+        return data_regions(os.lseek, fd, size)
 
     def readlink_at(self, dfd: int, name: bytes) -> bytes:
         return os.readlink(name, dir_fd=dfd)
@@ -378,7 +348,7 @@ class ImageEndpoint:
         return self.sys.pread64(fd, count, offset)
 
     def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
-        return _regions(self.sys.lseek, fd, size)
+        return data_regions(self.sys.lseek, fd, size)
 
     def readlink_at(self, dfd: int, name: bytes) -> bytes:
         return self.sys.readlinkat(dfd, name)

@@ -29,11 +29,10 @@ from kernel import (
     O_DIRECTORY,
     O_NOFOLLOW,
     O_RDONLY,
-    SEEK_DATA,
-    SEEK_HOLE,
     Dirent,
 )
 
+from ..common.regions import data_regions
 from ..common.xattrs import read_xattrs
 from .archive import ACL_TYPE_ACCESS, ACL_TYPE_DEFAULT, ArchiveWriteError, TarWriter
 
@@ -491,25 +490,8 @@ class Exporter:
         return view
 
     def _data_regions(self, fd: int, size: int) -> list[tuple[int, int]] | None:
-        """The data regions of a file with holes, or None if it has none."""
-        sys = self.sys
-        regions = []
-        pos = 0
-        while pos < size:
-            try:
-                start = sys.lseek(fd, pos, SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            try:
-                end = sys.lseek(fd, start, SEEK_HOLE)
-            except OSError as e:
-                if e.errno != errno.ENXIO:
-                    raise
-                end = size
-            regions.append((start, end - start))
-            pos = end
+        """The data regions (offset, length) of a file with holes, or None if it has none."""
+        regions = [(a, b - a) for a, b in data_regions(self.sys.lseek, fd, size)]
         if regions == [(0, size)]:
             return None
         if not regions or regions[-1][0] + regions[-1][1] < size:
