@@ -890,8 +890,9 @@ class Ext4Super(SuperBlock):
         es = self.es
         ratio = self.cluster_ratio
         a = self.alloc
-        if a is not None:  # live counts (blocks the running transaction freed count as free)
-            free_clusters = a.free_clusters + sum(n for _b, n in a.pending)
+        if a is not None:  # live counts: blocks the running transaction freed count as
+            # free, those held back for storing block maps as used (Linux's dirty clusters)
+            free_clusters = max(a.free_clusters + sum(n for _b, n in a.pending) - a.owed, 0)
             free_inodes = a.free_inodes
         else:
             free_clusters = sum(g[5] for g in self.groups)

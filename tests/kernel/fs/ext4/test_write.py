@@ -1004,7 +1004,9 @@ def test_a_full_image_can_store_the_maps_of_what_it_holds(tmp_path: Path, fstype
                 break
             kept[path] = body
         assert len(kept) > 100
+        before = s.statfs(root).f_bfree
         s.sync()
+        assert s.statfs(root).f_bfree == before  # what the stores took counted as used
         res, _ = s._resolve(kernel.AT_FDCWD, root, True)
         assert res.mnt.sb.alloc.owed == 0  # every map stored, nothing held back any more
     fsck(img)
