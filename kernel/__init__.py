@@ -196,16 +196,19 @@ class Kernel:
         return any([sb.reclaim() for sb in self._writable_supers()])
 
     # -- disks --------------------------------------------------------------------------
-    def disk_add(self, path: str | os.PathLike[str], readonly: bool = False) -> Disk:
+    def disk_add(self, path: str | os.PathLike[str], readonly: bool = False,
+                 lock_wait: float = 0.0) -> Disk:
         """Attach an image file as the next virtio-blk disk (vda, vdb, ...).
 
         A read-only disk opens the file read-only and offers VIRTIO_BLK_F_RO:
-        no write can reach it.
+        no write can reach it. The image is locked while attached (shared when
+        read-only, exclusive when writable): EBUSY if another process, or another
+        disk here, holds it against us for more than ``lock_wait`` seconds.
         """
         with self.lock:
             path = os.fspath(path)
             try:
-                backend = RawFile(path, readonly=readonly)
+                backend = RawFile(path, readonly=readonly, lock_wait=lock_wait)
             except OSError as e:
                 raise kerr(e.errno or errno.EIO, path, e.strerror) from None
             index = len(self.disks)

@@ -5,6 +5,11 @@ unreadable file is reported as such, not as a filesystem error), boots a
 ``kernel.Kernel``, attaches the image as a virtio-blk disk, mounts the
 filesystem (type and partition detected when not given) and halts the kernel
 on the way out, which unmounts cleanly and flushes.
+
+The kernel locks the image while attached (shared to read, exclusive to
+write). ``attach`` waits a while for a holder to let go: ``fusermount3 -u``
+returns before lklfuse has written its last changes back, and the tool run
+next must not read a half-written image, nor write beside it.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from kernel import MS_RDONLY, Kernel, Syscalls
+from kernel import MS_RDONLY, Disk, Kernel, Syscalls
 
 from .cli import EXIT_USAGE, ToolError, describe
 
@@ -49,9 +55,33 @@ def check_image(path: str, write: bool) -> None:
         raise ToolError(f"{path}: too small to hold a filesystem ({st.st_size} bytes)")
 
 
+LOCK_WAIT = 10.0  # seconds; an lklfuse unmounting writes back for a second or two
+
+
+def attach(k: Kernel, path: str, readonly: bool, prog: str) -> Disk:
+    """Attach the image to ``k``, waiting up to LOCK_WAIT seconds (with a notice) while
+    another process holds it; exit status 2 if it still does."""
+    try:
+        return k.disk_add(path, readonly=readonly)
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+    sys.stderr.write(f"{prog}: {path}: in use by another process; waiting up to "
+                     f"{LOCK_WAIT:g} s for it to let go\n")
+    sys.stderr.flush()
+    try:
+        return k.disk_add(path, readonly=readonly, lock_wait=LOCK_WAIT)
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise
+        what = "writing to it" if readonly else "using it"
+        raise ToolError(f"{path}: in use by another process (locked: a mount or a copy still "
+                        f"{what})", EXIT_USAGE) from None
+
+
 @contextmanager
-def open_image(path: str, *, readonly: bool, fstype: str | None = None, part: int | None = None,
-               mb: int = 64, options: str = "") -> Iterator[Mounted]:
+def open_image(path: str, *, readonly: bool, prog: str, fstype: str | None = None,
+               part: int | None = None, mb: int = 64, options: str = "") -> Iterator[Mounted]:
     """Yield the mounted image; always halts the kernel (clean unmount) afterwards.
 
     Errors become ``ToolError`` with a line naming the image and the reason.
@@ -60,7 +90,7 @@ def open_image(path: str, *, readonly: bool, fstype: str | None = None, part: in
     k = Kernel(mb=mb)
     try:
         try:
-            disk = k.disk_add(path, readonly=readonly)
+            disk = attach(k, path, readonly, prog)
             root = k.mount_dev(disk, part=part, fstype=fstype,
                                flags=MS_RDONLY if readonly else 0, options=options)
         except OSError as e:

@@ -180,7 +180,7 @@ def cptofs(image: str, paths: tuple[str, ...], *, fstype: str | None = None,
     except OSError:
         pass  # open_image reports it
     rep = _Reporter("cptofs", progress)
-    with open_image(image, readonly=False, fstype=fstype, part=part, mb=mb) as m:
+    with open_image(image, readonly=False, prog="cptofs", fstype=fstype, part=part, mb=mb) as m:
         if m.sys.statfs(m.root).f_flags & ST_RDONLY:
             # a driver may fall back to a read-only mount: say so before copying anything
             raise ToolError(f"{image}: Read-only file system ({m.fstype} was mounted read-only)")
@@ -210,7 +210,8 @@ def cpfromfs(image: str, paths: tuple[str, ...], *, fstype: str | None = None,
     sources, dest = _split(paths)
     options = options or Options()
     rep = _Reporter("cpfromfs", progress)
-    with open_image(image, readonly=True, fstype=fstype, part=part, mb=mb) as m:
+    with open_image(image, readonly=True, prog="cpfromfs", fstype=fstype, part=part,
+                    mb=mb) as m:
         img = ImageEndpoint(m.sys, m.root)
         plan = _resolve_in_image(img, sources, image)
         if any(not s.name for s in plan) and rep.bar.enabled:

@@ -102,7 +102,8 @@ def export(image: str, out: str, *, fstype: str | None = None, part: int | None 
     def warn(msg: str) -> None:
         sys.stderr.write(f"\r\033[Kfs2tar: {msg}\n" if show.enabled else f"fs2tar: {msg}\n")
 
-    with open_image(image, readonly=True, fstype=fstype, part=part, mb=mb, options=options) as m:
+    with open_image(image, readonly=True, prog="fs2tar", fstype=fstype, part=part, mb=mb,
+                    options=options) as m:
         st = m.sys.statfs(m.root)
         used = (st.f_blocks - st.f_bfree) * st.f_bsize
         show = Progress(used, max(0, st.f_files - st.f_ffree), enabled=progress)

@@ -28,7 +28,7 @@ from ..common.cli import (
     run_tool,
     setup_logging,
 )
-from ..common.image import check_image, mount_message
+from ..common.image import attach, check_image, mount_message
 from .options import Options, parse
 
 log = logging.getLogger("lklfuse")
@@ -67,14 +67,15 @@ class Mounted:
     notice: str = ""
 
 
-def _lock(path: str, exclusive: bool, what: str) -> IO[bytes]:
-    """Take a flock on ``path``; exit status 2 if another mount holds it."""
+def _lock(path: str) -> IO[bytes]:
+    """Take an exclusive flock on the lock file ``path`` (-o lock=); exit status 2 if another
+    mount holds it. (The image itself is locked by the kernel while attached.)"""
     try:
-        f = open(path, "ab" if what == "lock file" else "rb")  # noqa: SIM115 - held while mounted
+        f = open(path, "ab")  # noqa: SIM115 - held while mounted
     except OSError as e:
-        raise ToolError(f"{path}: cannot open the {what}: {e.strerror}") from None
+        raise ToolError(f"{path}: cannot open the lock file: {e.strerror}") from None
     try:
-        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
         raise ToolError(f"{path}: already in use by another mount (locked)", EXIT_USAGE) from None
@@ -90,7 +91,7 @@ def mount_image(image: str, o: Options) -> Mounted:
     for rw in ((True, False) if want_rw else (False,)):
         k = Kernel(mb=o.mb)
         try:
-            disk = k.disk_add(image, readonly=not rw)
+            disk = attach(k, image, not rw, "lklfuse")
             root = k.mount_dev(disk, part=o.part, fstype=o.fstype, flags=0 if rw else MS_RDONLY,
                                options=o.fs_opts)
             return Mounted(k, root, not rw, notice)
@@ -100,6 +101,9 @@ def mount_image(image: str, o: Options) -> Mounted:
                 notice = f"{image}: {e.strerror}; mounted read-only"
                 continue
             raise ToolError(mount_message(image, e)) from None
+        except ToolError:
+            k.halt()
+            raise
     raise AssertionError("unreachable")
 
 
@@ -141,9 +145,8 @@ def serve(image: str, mountpoint: str, o: Options, debug: bool, ready: Any = Non
         check_image(image, False)
         check_mountpoint(mountpoint)
         if o.lock:
-            locks.append(_lock(o.lock, True, "lock file"))
+            locks.append(_lock(o.lock))
         m = mount_image(image, o)
-        locks.append(_lock(image, not m.readonly, "image"))
         if m.notice:
             sys.stderr.write(f"lklfuse: {m.notice}\n")
         ops = KernelOps(m.kernel.sys, m.root, m.readonly, o.uid, o.gid)

@@ -230,3 +230,38 @@ def test_a_forked_child_goes_on_with_its_own_copy(tmp_path: Path) -> None:
         # the parent's kernel is untouched: its descriptor is still open, its reads still right
         assert s.fstat(fd).st_size == len(big)
         assert hashlib.sha256(s.pread64(fd, len(big), 0)).hexdigest() == want
+
+
+def test_an_attached_image_is_locked_against_other_writers(tmp_path: Path) -> None:
+    """Shared lock to read, exclusive to write, as QEMU locks its images: a writer beside
+    anyone else gets EBUSY; readers share; a halt lets go; ``lock_wait`` waits for it."""
+    import fcntl
+    import threading
+
+    image = unpack_image("ext4-basic.img", tmp_path)
+    before = sha256_file(image)
+    with Kernel(mb=8) as a, Kernel(mb=8) as b:
+        a.disk_add(image, readonly=True)
+        b.disk_add(image, readonly=True)  # readers share
+        with Kernel(mb=8) as c:
+            with pytest.raises(OSError) as ei:
+                c.disk_add(image)
+            assert ei.value.errno == errno.EBUSY and str(image) in str(ei.value)
+    assert sha256_file(image) == before
+    with Kernel(mb=8) as a:
+        a.mount_dev(a.disk_add(image))
+        with Kernel(mb=8) as c:
+            for readonly in (True, False):
+                with pytest.raises(OSError) as ei:
+                    c.disk_add(image, readonly=readonly, lock_wait=0.2)
+                assert ei.value.errno == errno.EBUSY
+    # the writer halted: the image is free again, and a holder that lets go within
+    # lock_wait is waited for
+    with open(image, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        threading.Timer(0.5, lambda: fcntl.flock(held, fcntl.LOCK_UN)).start()
+        with Kernel(mb=8) as c:
+            with pytest.raises(OSError):
+                c.disk_add(image)
+            root = c.mount_dev(c.disk_add(image, lock_wait=10))
+            assert c.sys.stat(root).st_ino == 2

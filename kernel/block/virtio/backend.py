@@ -4,14 +4,22 @@
 is read-only (so no write can reach it, whatever happens above), and maps the
 device operations onto host calls that release the GIL: ``preadv``/``pwritev``
 for data, ``fdatasync`` for FLUSH, ``fallocate(PUNCH_HOLE)`` for DISCARD.
+
+While attached, the image is locked as QEMU locks its images (and as Linux
+opens a mounted block device exclusively): a shared ``flock`` for a read-only
+disk, an exclusive one for a writable disk. A second writer, or a reader
+beside a writer, would see the other's metadata half written and write over
+it; it gets EBUSY instead.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -43,12 +51,15 @@ class Backend(Protocol):
 class RawFile:
     """A raw disk image in a host file (or a host block device)."""
 
-    def __init__(self, path: str, readonly: bool = False) -> None:
+    def __init__(self, path: str, readonly: bool = False, lock_wait: float = 0.0) -> None:
+        """Open and lock the image; EBUSY if another holder keeps the lock for longer than
+        ``lock_wait`` seconds."""
         self.path = path
         self.readonly = readonly
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC
         self.fd = os.open(path, flags)
         try:
+            self._lock(lock_wait)
             st = os.fstat(self.fd)
             if stat.S_ISBLK(st.st_mode):
                 self.size = os.lseek(self.fd, 0, os.SEEK_END)
@@ -61,6 +72,23 @@ class RawFile:
             raise
         self.serial = os.path.basename(path).encode("utf-8", "replace")[:20]
         self.flushes = 0  # how many FLUSH requests reached fdatasync
+
+    def _lock(self, wait: float) -> None:
+        op = (fcntl.LOCK_SH if self.readonly else fcntl.LOCK_EX) | fcntl.LOCK_NB
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(self.fd, op)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise OSError(errno.EBUSY, "in use by another process (locked)",
+                                  self.path) from None
+                time.sleep(0.05)
+            except OSError as e:
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    return  # a host filesystem without locks: nothing to keep us out
+                raise
 
     def preadv(self, buffers: Sequence[memoryview], offset: int) -> int:
         total = sum(len(b) for b in buffers)

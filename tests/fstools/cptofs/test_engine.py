@@ -185,7 +185,7 @@ def test_read_only_destination_is_one_error(tmp_path: Path) -> None:
     """EROFS from a read-only mount names the file in the image and stops the copy."""
     image = unpack_image("ext4-basic.img", tmp_path)
     (tmp_path / "f").write_text("x")
-    with open_image(os.fspath(image), readonly=True) as m:
+    with open_image(os.fspath(image), readonly=True, prog="test") as m:
         img = ImageEndpoint(m.sys, m.root)
         try:
             c = Copier(HostEndpoint(), img, Options(keep_going=True), dst_prefix="img:")

@@ -4,6 +4,7 @@ present; and a POSIX semantics run compared with the host kernel's native ext4."
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -287,3 +288,49 @@ def test_missing_names_are_cached_and_appear_when_created(tmp_path: Path) -> Non
         got = kernel_manifest(k.sys, root)
     assert sorted(got) == [".", "b", "d", "d/x", "lost+found", "new"]
     assert got["new"]["nlink"] == 2 and got["d/x"]["sha256"] == got["new"]["sha256"]
+
+
+@pytest.mark.fuse
+def test_the_image_is_locked_while_mounted_and_free_after(tmp_path: Path) -> None:
+    """A tool asked to write into a mounted image waits a while for the lock, then refuses
+    (exit 2) without touching it; the tool run right after ``fusermount3 -u`` (which returns
+    before lklfuse has written its last changes back) waits for lklfuse to let go, then sees
+    every change."""
+    need_root()
+    need_tool("fusermount3")
+    image = mkfs(tmp_path / "i.img", 128)
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = subprocess.run(lklfuse_cmd() + [str(image), str(mnt)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    wait_mounted(mnt)
+    names = [f"f{i:04d}" for i in range(1500)]
+    for name in names:
+        (mnt / name).write_bytes(name.encode() * 300)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "intruder").write_text("must not land\n")
+
+    def tool(fn: str, *args: str) -> subprocess.CompletedProcess:
+        code = f"from fstools.cptofs.__main__ import {fn}; {fn}()"
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=120)
+
+    t0 = time.monotonic()
+    busy = tool("cptofs_main", "-i", str(image), str(src / "intruder"), "/")
+    lines = busy.stderr.strip().splitlines()
+    assert busy.returncode == 2, busy.stderr
+    assert "waiting up to 10 s" in lines[0] and "in use by another process" in lines[-1]
+    assert len(lines) == 2 and "Traceback" not in busy.stderr
+    assert time.monotonic() - t0 >= 10
+    subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+    out = tmp_path / "out"
+    got = tool("cpfromfs_main", "-i", str(image), "/", str(out))
+    assert got.returncode == 0, got.stderr
+    assert sorted(p.name for p in out.iterdir() if p.name != "lost+found") == names
+    assert all((out / n).read_bytes() == n.encode() * 300 for n in names)
+    wait_unmounted(mnt)
+    with open(image, "rb") as f:  # lklfuse has let go: clean and whole
+        fcntl.flock(f, fcntl.LOCK_EX)
+    fsck_clean(image)
