@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable, Iterator
-
-from kernel import SEEK_DATA, SEEK_HOLE  # Linux's values: the host's too
+from os import SEEK_DATA, SEEK_HOLE  # the host's values: Linux's, which the kernel's are too
 
 
 def data_regions(lseek: Callable[[int, int, int], int], fd: int,

@@ -7,8 +7,7 @@ from typing import Any
 
 from kernel import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
 
-# XFS keeps ACLs under these names too; the VFS already shows them as system.posix_acl_*
-XFS_ACL_NAMES = (b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT")
+from .hostfs import XFS_ACL_NAMES
 
 
 def read_xattrs(sys: Any, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:

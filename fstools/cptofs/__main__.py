@@ -32,7 +32,7 @@ from ..common.cli import (
 from ..common.image import open_image
 from ..common.progress import Progress
 from .copy import Copier, IdMap, Options, PathError, Source, Stats, resolve_sources
-from .endpoint import HostEndpoint, ImageEndpoint
+from .endpoint import HostEndpoint, ImageEndpoint, ReadAheadHost
 
 ST_RDONLY = 1  # statfs f_flags
 
@@ -172,7 +172,7 @@ def cptofs(image: str, paths: tuple[str, ...], *, fstype: str | None = None,
     """Copy host paths into the image; returns the exit status."""
     sources, dest = _split(paths)
     options = options or Options()
-    host = HostEndpoint()
+    host = ReadAheadHost()
     plan = resolve_sources(host, sources)  # every source checked before the image is touched
     try:
         ist = os.stat(image)

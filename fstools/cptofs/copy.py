@@ -335,8 +335,16 @@ class Copier:
 
     # -- the walk ------------------------------------------------------------------------------------
     def _walk(self, sfd: int, sname: bytes, spath: bytes, dname: bytes, dpath: bytes) -> None:
-        stack = self._stack
         self._walk_sfd = sfd  # where the bottom frame's source directory was opened from
+        self.src.begin_walk(sfd, sname)
+        try:
+            self._walk_stack(sfd, sname, spath, dname, dpath)
+        finally:
+            self.src.end_walk()
+
+    def _walk_stack(self, sfd: int, sname: bytes, spath: bytes, dname: bytes,
+                    dpath: bytes) -> None:
+        stack = self._stack
         self._entry(sfd, sname, spath, self._base, dname, dpath, ())
         try:
             while stack:

@@ -24,6 +24,7 @@ the full path to its messages.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -42,11 +43,12 @@ from kernel import (
     Syscalls,
 )
 
+from ..common.hostfs import DIR_FLAGS, host_xattrs, list_dir, open_read, proc_path
 from ..common.regions import data_regions
-from ..common.xattrs import XFS_ACL_NAMES, read_xattrs
+from ..common.xattrs import read_xattrs
+from .readahead import HostStat, Key, ReadAhead, Record
 
-# XFS lists its on-disk ACLs a second time under these names; they are the
-# system.posix_acl_* values already copied (restoring those recreates them).
+log = logging.getLogger("cptofs")
 
 
 class StatLike(Protocol):
@@ -92,6 +94,11 @@ class Endpoint(Protocol):
     def stat_path(self, path: bytes) -> StatLike | None: ...
 
     # -- walking ---------------------------------------------------------------------------------
+    def begin_walk(self, dfd: int, name: bytes) -> None:
+        """The engine is about to walk ``name`` in ``dfd`` (b"": ``dfd`` itself) and all
+        below it, in order (each directory's names sorted, a directory's entries right after
+        it): a source may read ahead."""
+    def end_walk(self) -> None: ...
     def opendir_at(self, dfd: int, name: bytes) -> int: ...
     def lstat_at(self, dfd: int, name: bytes) -> StatLike: ...
     def listdir(self, dfd: int) -> list[bytes]: ...
@@ -136,12 +143,6 @@ class HostEndpoint:
 
     def __init__(self) -> None:
         self.privileged = os.geteuid() == 0
-        self._noatime = True
-
-    @staticmethod
-    def _proc(dfd: int, name: bytes) -> bytes | int:
-        # /proc/self/fd/N is the directory we hold; the last component is not followed
-        return dfd if not name else b"/proc/self/fd/%d/%s" % (dfd, name)
 
     def open_dir(self, path: bytes) -> int:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -152,9 +153,14 @@ class HostEndpoint:
         except FileNotFoundError:
             return None
 
+    def begin_walk(self, dfd: int, name: bytes) -> None:
+        pass
+
+    def end_walk(self) -> None:
+        pass
+
     def opendir_at(self, dfd: int, name: bytes) -> int:
-        return os.open(name or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=dfd)
+        return os.open(name or b".", DIR_FLAGS, dir_fd=dfd)
 
     def lstat_at(self, dfd: int, name: bytes) -> os.stat_result:
         if not name:
@@ -162,20 +168,13 @@ class HostEndpoint:
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)
 
     def listdir(self, dfd: int) -> list[bytes]:
-        return sorted(os.fsencode(n) for n in os.listdir(dfd))
+        return list_dir(dfd)
 
     def close(self, fd: int) -> None:
         os.close(fd)
 
     def open_read(self, dfd: int, name: bytes) -> int:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        if self._noatime:
-            try:
-                # leave the source's atime alone where we may (owner or root)
-                return os.open(name, flags | os.O_NOATIME, dir_fd=dfd)
-            except PermissionError:
-                pass
-        return os.open(name, flags, dir_fd=dfd)
+        return open_read(dfd, name)
 
     def pread(self, fd: int, count: int, offset: int) -> bytes:
         return os.pread(fd, count, offset)
@@ -187,23 +186,7 @@ class HostEndpoint:
         return os.readlink(name, dir_fd=dfd)
 
     def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
-        where = self._proc(dfd, name)
-        out = []
-        try:
-            names = os.listxattr(where, follow_symlinks=not name)
-        except OSError as e:
-            if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
-                return []
-            raise
-        for xname in sorted(os.fsencode(n) for n in names):
-            if xname in XFS_ACL_NAMES:
-                continue
-            try:
-                out.append((xname, os.getxattr(where, xname, follow_symlinks=not name)))
-            except OSError as e:
-                if e.errno != errno.ENODATA:  # removed meanwhile
-                    raise
-        return out
+        return host_xattrs(dfd, name)
 
     def mkdir_at(self, dfd: int, name: bytes, mode: int) -> None:
         os.mkdir(name, mode, dir_fd=dfd)
@@ -249,7 +232,7 @@ class HostEndpoint:
 
     def listxattr_at(self, dfd: int, name: bytes) -> list[bytes]:
         try:
-            return [os.fsencode(n) for n in os.listxattr(self._proc(dfd, name),
+            return [os.fsencode(n) for n in os.listxattr(proc_path(dfd, name),
                                                          follow_symlinks=not name)]
         except OSError as e:
             if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
@@ -257,10 +240,10 @@ class HostEndpoint:
             raise
 
     def setxattr_at(self, dfd: int, name: bytes, xname: bytes, value: bytes) -> None:
-        os.setxattr(self._proc(dfd, name), xname, value, 0, follow_symlinks=not name)
+        os.setxattr(proc_path(dfd, name), xname, value, 0, follow_symlinks=not name)
 
     def removexattr_at(self, dfd: int, name: bytes, xname: bytes) -> None:
-        os.removexattr(self._proc(dfd, name), xname, follow_symlinks=not name)
+        os.removexattr(proc_path(dfd, name), xname, follow_symlinks=not name)
 
     def utimens_at(self, dfd: int, name: bytes, atime_ns: int, mtime_ns: int) -> None:
         if not name:
@@ -270,6 +253,110 @@ class HostEndpoint:
 
     def finish(self) -> None:
         pass
+
+
+class ReadAheadHost(HostEndpoint):
+    """The host as a source, answered from a read-ahead helper while the engine walks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ahead: ReadAhead | None = None
+        self._keys: dict[int, Key] = {}  # directory descriptors of the walk: their keys
+        self._files: dict[int, Record] = {}  # stand-in descriptors (< 0): files read ahead
+        self._next_fd = -2
+        self.answered = 0  # entries the helper answered for (the tests check it works)
+
+    def begin_walk(self, dfd: int, name: bytes) -> None:
+        self.end_walk()
+        try:
+            if not stat.S_ISDIR(super().lstat_at(dfd, name).st_mode):
+                return  # nothing to gain
+            self._ahead = ReadAhead(dfd, name)
+        except OSError as e:
+            log.debug("no read-ahead helper: %s", e)
+            return
+        self._keys = {dfd: ()}
+
+    def end_walk(self) -> None:
+        if self._ahead is not None:
+            self.answered += self._ahead.answered
+            self._ahead.close()
+            self._ahead = None
+        self._keys.clear()
+        self._files.clear()
+
+    def _find(self, dfd: int, name: bytes) -> Record | None:
+        if self._ahead is None:
+            return None
+        prefix = self._keys.get(dfd)
+        if prefix is None:
+            return None
+        if not name:  # only the walk's start is named by its directory alone
+            return self._ahead.find((b"",)) if not prefix else None
+        return self._ahead.find((*prefix, name))
+
+    def opendir_at(self, dfd: int, name: bytes) -> int:
+        fd = super().opendir_at(dfd, name)
+        prefix = self._keys.get(dfd)
+        if prefix is not None and name != b".." and (name or not prefix):
+            self._keys[fd] = (*prefix, name)
+        return fd
+
+    def close(self, fd: int) -> None:
+        if fd < 0:
+            self._files.pop(fd, None)
+            return
+        self._keys.pop(fd, None)
+        super().close(fd)
+
+    def lstat_at(self, dfd: int, name: bytes) -> os.stat_result | HostStat:  # type: ignore[override]
+        rec = self._find(dfd, name)
+        return rec[1] if rec is not None else super().lstat_at(dfd, name)  # type: ignore[return-value]
+
+    def listdir(self, dfd: int) -> list[bytes]:
+        key = self._keys.get(dfd)
+        if key and self._ahead is not None:
+            rec = self._ahead.find(key)
+            if rec is not None and isinstance(rec[3], list) and stat.S_ISDIR(rec[1][0]):
+                return list(rec[3])
+        return super().listdir(dfd)
+
+    def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]:
+        if dfd < 0:
+            return list(self._files[dfd][2] or ())
+        rec = self._find(dfd, name)
+        if rec is not None and rec[2] is not None and not stat.S_ISREG(rec[1][0]):
+            return list(rec[2])
+        return super().xattrs_at(dfd, name)
+
+    def readlink_at(self, dfd: int, name: bytes) -> bytes:
+        rec = self._find(dfd, name)
+        if rec is not None and isinstance(rec[3], bytes) and stat.S_ISLNK(rec[1][0]):
+            return rec[3]
+        return super().readlink_at(dfd, name)
+
+    def open_read(self, dfd: int, name: bytes) -> int:
+        rec = self._find(dfd, name)
+        if rec is not None and rec[2] is not None and isinstance(rec[3], list) \
+                and stat.S_ISREG(rec[1][0]):
+            fd = self._next_fd
+            self._next_fd -= 1
+            self._files[fd] = rec
+            return fd
+        return super().open_read(dfd, name)
+
+    def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
+        if fd < 0:
+            return iter([(a, min(b, size)) for a, b, _ in self._files[fd][3] if a < size])  # type: ignore[attr-defined]
+        return super().data_regions(fd, size)
+
+    def pread(self, fd: int, count: int, offset: int) -> bytes:
+        if fd < 0:
+            for start, stop, data in self._files[fd][3]:  # type: ignore[attr-defined]
+                if start <= offset < stop:
+                    return data[offset - start:offset - start + count]  # type: ignore[no-any-return]
+            return b""
+        return super().pread(fd, count, offset)
 
 
 # ---------------------------------------------------------------------------------- image
@@ -311,6 +398,12 @@ class ImageEndpoint:
             return self.sys.stat(path)
         except FileNotFoundError:
             return None
+
+    def begin_walk(self, dfd: int, name: bytes) -> None:
+        pass
+
+    def end_walk(self) -> None:
+        pass
 
     def opendir_at(self, dfd: int, name: bytes) -> int:
         return self.sys.openat(dfd, name or b".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW)

@@ -21,7 +21,8 @@ from treeutil import diff_manifests, host_manifest, kernel_manifest, project
 
 from fstools.common.image import open_image
 from fstools.cptofs.copy import Copier, IdMap, Options, PathError, Stats, resolve_sources
-from fstools.cptofs.endpoint import HostEndpoint, ImageEndpoint
+from fstools.cptofs.endpoint import HostEndpoint, ImageEndpoint, ReadAheadHost
+from fstools.cptofs.readahead import DEPTH, MAX_DATA
 from kernel import Kernel
 
 FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", "rdev", "xattrs",
@@ -61,11 +62,17 @@ def copy(src, dst, sources: list[bytes], dest: bytes, **kw) -> tuple[Stats, list
         os.umask(old)
 
 
-def test_round_trip_through_the_kernel(rich_tree: Path, ramfs, tmpfs, tmp_path: Path) -> None:
-    """The rich tree in and out again: every field equal (sockets left out, with a warning)."""
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["direct", "read-ahead"])
+def test_round_trip_through_the_kernel(rich_tree: Path, ramfs, tmpfs, tmp_path: Path,
+                                       read_ahead: bool) -> None:
+    """The rich tree in and out again: every field equal (sockets left out, with a warning);
+    the same with the source read ahead by a helper process (as cptofs does), which then
+    answered for (nearly) every entry."""
     k, img = ramfs
-    host = HostEndpoint()
+    host = ReadAheadHost() if read_ahead else HostEndpoint()
     stats, warnings = copy(host, img, [os.fsencode(rich_tree) + b"/."], b"/")
+    if read_ahead:
+        assert isinstance(host, ReadAheadHost) and host.answered > stats.files
     assert warnings == [f"{rich_tree}/socket: socket skipped (sockets cannot be copied)"]
     src = host_manifest(rich_tree)
     same(src, kernel_manifest(k.sys, "/"))  # the task is chrooted into /work
@@ -408,3 +415,64 @@ def test_random_trees_round_trip(tmp_path: Path, tree) -> None:
     finally:
         k.halt()
     same(host_manifest(os.fsdecode(src)), host_manifest(out / "src"))
+
+
+def test_read_ahead_answers_only_what_the_host_would(tmp_path: Path, ramfs) -> None:
+    """What the helper reads ahead is what the engine would have read: a small sparse file
+    keeps its holes (only its data is written), a file over MAX_DATA and a tree deeper
+    than the helper goes are read by the engine itself, and the copy is whole."""
+    k, img = ramfs
+    holey = tmp_path / "holey"
+    holey.mkdir()
+    with open(holey / "sparse", "wb") as f:
+        f.seek(200_000)
+        f.write(b"data in the middle" * 100)
+        f.truncate(900_000)
+    host = ReadAheadHost()
+    rec = Recording(img)
+    copy(host, rec, [os.fsencode(holey)], b"/")
+    assert host.answered == 2
+    assert rec.writes and all(off <= 200_000 and off + n >= 201_800 and n < 64 << 10
+                              for off, n in rec.writes), rec.writes
+    assert rec.truncates == [900_000]
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(MAX_DATA + 4097))
+    (src / "x").write_bytes(b"with an attribute")
+    os.setxattr(src / "x", "user.note", b"kept")
+    os.symlink("x", src / "link")
+    p = src / "deep"
+    for i in range(DEPTH + 6):
+        p = p / f"d{i}"
+    p.mkdir(parents=True)
+    (p / "bottom").write_text("at the bottom\n")
+    entries = 1 + sum(len(d) + len(f) for _p, d, f in os.walk(src))
+    host = ReadAheadHost()
+    copy(host, img, [os.fsencode(src)], b"/")
+    same(host_manifest(src), kernel_manifest(k.sys, "/src"))
+    # all but the entries below DEPTH
+    assert entries - 10 <= host.answered < entries, (host.answered, entries)
+
+
+def test_copy_goes_on_when_the_read_ahead_helper_dies(tmp_path: Path, ramfs) -> None:
+    """The helper killed in the middle of a walk: the engine reads the rest itself."""
+    k, img = ramfs
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(1500):
+        (src / f"f{i:04d}").write_bytes(os.urandom(3000))
+
+    class Dying(ReadAheadHost):
+        seen = 0
+
+        def lstat_at(self, dfd: int, name: bytes):
+            self.seen += 1
+            if self.seen == 50 and self._ahead is not None:
+                self._ahead.proc.kill()
+                self._ahead.proc.wait()
+            return super().lstat_at(dfd, name)
+
+    host = Dying()
+    copy(host, img, [os.fsencode(src)], b"/")
+    same(host_manifest(src), kernel_manifest(k.sys, "/many"))
+    assert 50 <= host.answered < 1000, host.answered
