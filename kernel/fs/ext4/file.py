@@ -332,7 +332,7 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
         s, e = max(ext.lblk, first), min(ext.lblk + ext.count, reach)
         if s >= e:
             break
-        sb.queue_data((ext.pblk + s - ext.lblk) * bs, view[(s - first) * bs:(e - first) * bs])
+        sb.queue_data((ext.pblk + s - ext.lblk) * bs, [view[(s - first) * bs:(e - first) * bs]])
     if had_unwritten:
         convert_written(inode, first, reach)
     if end > inode.size:
@@ -354,13 +354,25 @@ def _write_fresh(inode: Ext4Inode, offset: int, mv: memoryview, first: int, last
         raise kerr(errno.ENOSPC, "ext4", "no free blocks")
     reach = new[-1][0] + new[-1][1]  # ENOSPC may have stopped it early
     count = min(len(mv), (reach - first) * bs)
-    buf = bytearray(mv[:count])
-    if count % bs:
-        buf += bytes(bs - count % bs)
-    view = memoryview(buf)
+    whole = count - count % bs
+    if type(mv.obj) is bytes:
+        # the caller's bytes cannot change: the whole blocks go out from them as they are
+        # (a write queued is done later), only the last, partial block is copied and padded
+        body = mv[:whole]
+    else:  # a buffer the caller may change once we return: copied now
+        body = memoryview(bytes(mv[:whole]))
+    tail = None
+    if whole < count:
+        pad = bytearray(bs)
+        pad[:count - whole] = mv[whole:count]
+        tail = memoryview(pad)
     for lblk, n, pblk in new:
         lo = (lblk - first) * bs
-        sb.queue_data(pblk * bs, view[lo:lo + n * bs])
+        hi = lo + n * bs
+        parts = [body[lo:min(hi, whole)]] if lo < whole else []
+        if hi > whole and tail is not None:
+            parts.append(tail)  # (the tail is the last block: in the last extent)
+        sb.queue_data(pblk * bs, parts)
     inode.size = offset + count
     sb.dirty_inode(inode)
     return count

@@ -189,7 +189,7 @@ class Ext4Super(SuperBlock):
         self._txn = _Transaction(self)
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
         # file data waiting to be written in one batch: (device offset, bytes), their blocks
-        self._data: list[tuple[int, memoryview]] = []
+        self._data: list[tuple[int, list[memoryview]]] = []
         self._data_blocks: set[int] = set()
         self._data_bytes = 0
         self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
@@ -731,23 +731,25 @@ class Ext4Super(SuperBlock):
         return out
 
     # -- batched file data ------------------------------------------------------------------
-    def queue_data(self, offset: int, data: memoryview) -> None:
+    def queue_data(self, offset: int, parts: list[memoryview]) -> None:
         """Write file data soon, batched with other small writes (ordered before any
-        commit, sync, read of file data or freeing of blocks)."""
+        commit, sync, read of file data or freeing of blocks). ``parts`` are whole blocks,
+        each a multiple of the block size, and must not change until then."""
         bs = self.blocksize
-        first, n = offset // bs, len(data) // bs
+        size = sum(len(p) for p in parts)
+        first, n = offset // bs, size // bs
         blocks = range(first, first + n)
         if not self._data_blocks.isdisjoint(blocks):
             self.flush_data()  # one batch never writes a block twice
-        self._data.append((offset, data))
+        self._data.append((offset, parts))
         self._data_blocks.update(blocks)
-        self._data_bytes += len(data)
+        self._data_bytes += size
         if self._data_bytes >= _DATA_BATCH_BYTES or len(self._data) >= _DATA_BATCH_WRITES:
             self.flush_data()
 
     def flush_data(self) -> None:
         if self._data:
-            writes = [(off, [mv]) for off, mv in self._data]
+            writes = self._data
             self._data, self._data_bytes = [], 0
             self._data_blocks = set()
             self.io.write_many(writes)

@@ -1049,3 +1049,41 @@ def test_an_inode_that_fails_to_store_stays_dirty(tmp_path: Path, monkeypatch) -
         root = mount_rw(k, img)
         for name, body in bodies.items():
             assert read_file(k.sys, f"{root}/{name}") == body
+
+
+@pytest.mark.parametrize("blocksize", [1024, 4096])
+def test_written_data_is_the_callers_at_the_time_of_the_call(tmp_path: Path,
+                                                             blocksize: int) -> None:
+    """New files' data waits in a queue to be written in batches; bytes go out as they
+    are (they cannot change), a bytearray or a memoryview of one is copied at the call:
+    the caller changing its buffer afterwards changes nothing on disk. Sizes with and
+    without a partial last block, on two block sizes."""
+    img = mkfs(tmp_path / "fs.img", "ext4" if blocksize == 4096 else "ext4-1k")
+    sizes = [1, 1000, blocksize, 3 * blocksize + 17, 64 * blocksize, 300_001]
+    want = {}
+    k = Kernel(mb=32)
+    try:
+        mnt = mount_rw(k, img)
+        s = k.sys
+        for n, kind in itertools.product(sizes, ("bytes", "bytearray", "view")):
+            data = os.urandom(n)
+            want[f"{kind}-{n}"] = data
+            fd = s.open(f"{mnt}/{kind}-{n}", kernel.O_WRONLY | kernel.O_CREAT, 0o644)
+            if kind == "bytes":
+                assert s.pwrite64(fd, memoryview(data), 0) == n
+            else:
+                buf = bytearray(data)
+                assert s.pwrite64(fd, buf if kind == "bytearray" else memoryview(buf), 0) == n
+                buf[:] = bytes(n)  # the caller reuses its buffer
+            s.close(fd)
+        k.umount(mnt)
+    finally:
+        k.halt()
+    fsck(img)
+    k = Kernel(mb=32)
+    try:
+        mnt = k.mount_dev(k.disk_add(img, readonly=True))
+        for name, data in want.items():
+            assert read_file(k.sys, f"{mnt}/{name}") == data, name
+    finally:
+        k.halt()
