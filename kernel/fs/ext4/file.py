@@ -332,7 +332,8 @@ def write(inode: Ext4Inode, offset: int, data: bytes | bytearray | memoryview) -
         s, e = max(ext.lblk, first), min(ext.lblk + ext.count, reach)
         if s >= e:
             break
-        sb.queue_data((ext.pblk + s - ext.lblk) * bs, [view[(s - first) * bs:(e - first) * bs]])
+        sb.queue_data(inode.ino, (ext.pblk + s - ext.lblk) * bs,
+                      [view[(s - first) * bs:(e - first) * bs]], False)
     if had_unwritten:
         convert_written(inode, first, reach)
     if end > inode.size:
@@ -372,7 +373,7 @@ def _write_fresh(inode: Ext4Inode, offset: int, mv: memoryview, first: int, last
         parts = [body[lo:min(hi, whole)]] if lo < whole else []
         if hi > whole and tail is not None:
             parts.append(tail)  # (the tail is the last block: in the last extent)
-        sb.queue_data(pblk * bs, parts)
+        sb.queue_data(inode.ino, pblk * bs, parts, True)
     inode.size = offset + count
     sb.dirty_inode(inode)
     return count

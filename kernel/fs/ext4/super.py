@@ -190,7 +190,8 @@ class Ext4Super(SuperBlock):
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
         # file data waiting to be written in one batch: (device offset, bytes), their blocks
         self._data: list[tuple[int, list[memoryview]]] = []
-        self._data_blocks: set[int] = set()
+        self._data_blocks: set[int] = set()  # blocks of the queue's other writes
+        self._data_fresh: set[int] = set()  # inodes with fresh blocks in the queue
         self._data_bytes = 0
         self._load_super(bdev.read(SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE))
         if not self.rdonly:
@@ -731,18 +732,25 @@ class Ext4Super(SuperBlock):
         return out
 
     # -- batched file data ------------------------------------------------------------------
-    def queue_data(self, offset: int, parts: list[memoryview]) -> None:
-        """Write file data soon, batched with other small writes (ordered before any
-        commit, sync, read of file data or freeing of blocks). ``parts`` are whole blocks,
-        each a multiple of the block size, and must not change until then."""
-        bs = self.blocksize
+    def queue_data(self, ino: int, offset: int, parts: list[memoryview], fresh: bool) -> None:
+        """Write file data of inode ``ino`` soon, batched with other small writes (ordered
+        before any commit, sync, read of file data or freeing of blocks). ``parts`` are
+        whole blocks, each a multiple of the block size, and must not change until then.
+
+        One batch never writes a block twice (its writes may complete in any order).
+        ``fresh``: the blocks were allocated just now, so none of them can be queued (a
+        block is freed only after the queue is written): only the inode is noted. Other
+        writes are checked block by block, and against the inode's fresh blocks."""
         size = sum(len(p) for p in parts)
-        first, n = offset // bs, size // bs
-        blocks = range(first, first + n)
-        if not self._data_blocks.isdisjoint(blocks):
-            self.flush_data()  # one batch never writes a block twice
+        if fresh:
+            self._data_fresh.add(ino)
+        else:
+            bs = self.blocksize
+            blocks = range(offset // bs, (offset + size) // bs)
+            if ino in self._data_fresh or not self._data_blocks.isdisjoint(blocks):
+                self.flush_data()
+            self._data_blocks.update(blocks)
         self._data.append((offset, parts))
-        self._data_blocks.update(blocks)
         self._data_bytes += size
         if self._data_bytes >= _DATA_BATCH_BYTES or len(self._data) >= _DATA_BATCH_WRITES:
             self.flush_data()
@@ -752,6 +760,7 @@ class Ext4Super(SuperBlock):
             writes = self._data
             self._data, self._data_bytes = [], 0
             self._data_blocks = set()
+            self._data_fresh = set()
             self.io.write_many(writes)
 
     def dirty_inode(self, inode: Ext4Inode) -> None:

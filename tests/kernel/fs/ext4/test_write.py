@@ -1087,3 +1087,36 @@ def test_written_data_is_the_callers_at_the_time_of_the_call(tmp_path: Path,
             assert read_file(k.sys, f"{mnt}/{name}") == data, name
     finally:
         k.halt()
+
+
+def test_rewrites_of_queued_data_wait_for_the_queue(tmp_path: Path) -> None:
+    """Data written again while its first write still waits in the queue (a new file's
+    blocks, then writes into them, whole blocks and parts): the queue goes out
+    first, since one batch's writes may land in any order (and the block layer refuses
+    overlapping ones in a batch). The last write wins on disk."""
+    img = mkfs(tmp_path / "fs.img", "ext4")
+    want = bytearray()
+
+    def put(s: Any, fd: int, data: bytes, at: int) -> None:
+        assert s.pwrite64(fd, data, at) == len(data)
+        want[len(want):] = bytes(max(0, at + len(data) - len(want)))
+        want[at:at + len(data)] = data
+
+    with Kernel(mb=32) as k:
+        mnt = mount_rw(k, img)
+        s = k.sys
+        fd = s.open(f"{mnt}/f", kernel.O_CREAT | kernel.O_RDWR, 0o644)
+        put(s, fd, b"a" * 10000, 0)      # new blocks 0-2, queued
+        put(s, fd, b"g" * 4096, 4096)    # all of queued block 1 (nothing to read first)
+        put(s, fd, b"b" * 100, 5000)     # into it again
+        put(s, fd, b"h" * 4096, 4096)    # and all of it once more
+        put(s, fd, b"c" * 8192, 12288)   # new blocks 3-4
+        put(s, fd, b"d" * 10, 12290)     # into queued block 3
+        put(s, fd, b"e" * 10, 100)       # into block 0, twice
+        put(s, fd, b"f" * 10, 105)
+        s.close(fd)
+        k.umount(mnt)
+    fsck(img)
+    with Kernel(mb=32) as k:
+        mnt = k.mount_dev(k.disk_add(img, readonly=True))
+        assert read_file(k.sys, f"{mnt}/f") == bytes(want)
