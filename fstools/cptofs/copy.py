@@ -243,6 +243,9 @@ class Copier:
         self._links: dict[tuple[int, int], _Link] = {}
         self._dirs: set[tuple[int, int]] = set()
         self._plain: dict[int, bool] = {}  # destination directory descriptor -> _plain_dir
+        # destination directory descriptor -> the owner a file made there gets: the same for
+        # every file while the copy holds the image (its attributes are set after its files)
+        self._new_owner: dict[int, tuple[int, int]] = {}
         self._stack: list[_Frame] = []
         self._base = -1
         self._deferred: list[tuple[bytes, StatLike, list[tuple[bytes, bytes]]]] = []
@@ -498,7 +501,7 @@ class Copier:
         if fr.own_dfd and fr.dfd >= 0:
             st = dst.lstat_at(fr.dfd, b"")
             fr.dst_id = (st.st_dev, st.st_ino)
-            self._plain.pop(fr.dfd, None)  # the number may be reused
+            self._forget_dir(fr.dfd)
             dst.close(fr.dfd)
             fr.dfd = -1
 
@@ -569,7 +572,7 @@ class Copier:
             if fr.own_sfd and fr.sfd >= 0:
                 self.src.close(fr.sfd)
             if fr.own_dfd and fr.dfd >= 0:
-                self._plain.pop(fr.dfd, None)  # the number may be reused
+                self._forget_dir(fr.dfd)
                 self.dst.close(fr.dfd)
 
     # -- creating ------------------------------------------------------------------------------------
@@ -646,7 +649,7 @@ class Copier:
                 if end != size:
                     self._d(lambda: dst.ftruncate(fout, size), dpath)
                 done = True  # the data is whole: an attribute error leaves the copy
-                self._apply(fout, b"", dpath, st, xattrs, fresh=plain)
+                self._apply(fout, b"", dpath, st, xattrs, made_in=ddfd if plain else -1)
             finally:
                 dst.close(fout)
                 if not done:
@@ -690,6 +693,11 @@ class Copier:
         gid = o.group if o.group is not None else o.gid_map(st.st_gid)
         return uid, gid
 
+    def _forget_dir(self, ddfd: int) -> None:
+        """A destination directory descriptor is closed: its number may be reused."""
+        self._plain.pop(ddfd, None)
+        self._new_owner.pop(ddfd, None)
+
     def _plain_dir(self, ddfd: int) -> bool:
         """Whether a file made in destination directory ``ddfd`` gets exactly the mode asked
         for and no attribute: the destination says so and the directory has no default ACL."""
@@ -701,17 +709,21 @@ class Copier:
         return plain
 
     def _apply(self, dfd: int, name: bytes, dpath: bytes, st: StatLike,
-               xattrs: list[tuple[bytes, bytes]], fresh: bool = False) -> None:
+               xattrs: list[tuple[bytes, bytes]], made_in: int = -1) -> None:
         """Owner, xattrs and ACLs, mode, then times (each one clears nothing set before it).
 
-        ``fresh``: a file just made, in a plain directory (``_plain_dir``), with the
-        permissions of ``st``: what it already has is left alone."""
+        ``made_in``: the file was just made, with the permissions of ``st``, in this plain
+        directory (``_plain_dir``): what it already has is left alone."""
         dst = self.dst
         ftype = stat.S_IFMT(st.st_mode)
         uid, gid = self._owner(st)
+        fresh = made_in >= 0
         if fresh:
-            cur = self._d(lambda: dst.lstat_at(dfd, name), dpath)
-            chown = (cur.st_uid, cur.st_gid) != (uid, gid)
+            cur = self._new_owner.get(made_in)
+            if cur is None:
+                now = self._d(lambda: dst.lstat_at(dfd, name), dpath)
+                cur = self._new_owner[made_in] = (now.st_uid, now.st_gid)
+            chown = cur != (uid, gid)
         else:
             chown = True
         if chown:

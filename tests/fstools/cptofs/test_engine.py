@@ -476,3 +476,36 @@ def test_copy_goes_on_when_the_read_ahead_helper_dies(tmp_path: Path, ramfs) -> 
     copy(host, img, [os.fsencode(src)], b"/")
     same(host_manifest(src), kernel_manifest(k.sys, "/many"))
     assert 50 <= host.answered < 1000, host.answered
+
+
+def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> None:
+    """Where a new file already has the owner wanted, no chown is made; what owner a new
+    file gets is learned once per destination directory: in an existing setgid directory
+    it is the directory's group, elsewhere the copier's, and the copies all end up with
+    their source's owner."""
+    k, img = ramfs
+    k.sys.mkdir("/sg", 0o755)  # (the task is chrooted into /work)
+    k.sys.chown("/sg", 0, 55)
+    k.sys.chmod("/sg", 0o2775)
+    src = tmp_path / "src"
+    for d in ("plain", "sg"):
+        (src / d).mkdir(parents=True)
+        for n in ("a", "b"):
+            (src / d / n).write_text(n)
+    os.chown(src / "sg" / "b", 7, 55)
+
+    class Counting(ImageEndpoint):
+        chowns = 0
+
+        def chown_at(self, dfd: int, name: bytes, uid: int, gid: int) -> None:
+            Counting.chowns += 1
+            super().chown_at(dfd, name, uid, gid)
+
+    img.__class__ = Counting
+    copy(HostEndpoint(), img, [os.fsencode(src) + b"/."], b"/")
+    for path, owner in (("plain/a", (0, 0)), ("plain/b", (0, 0)), ("sg/a", (0, 0)),
+                        ("sg/b", (7, 55))):
+        st = k.sys.lstat(f"/{path}")
+        assert (st.st_uid, st.st_gid) == owner, path
+    # sg/a and sg/b (which got group 55, not 0), the two directories and the base
+    assert Counting.chowns == 5, Counting.chowns
