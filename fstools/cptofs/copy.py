@@ -443,7 +443,10 @@ class Copier:
         else:
             self.warn(f"{self._show(spath, False)}: unknown file type {ftype:o}; skipped")
             return
-        if ftype != stat.S_IFREG:  # a regular file got them through its descriptor
+        if ftype == stat.S_IFLNK:  # just made, its mode is no matter: as a new file
+            self._apply(ddfd, dname, dpath, st, xattrs,
+                        made_in=ddfd if self._plain_dir(ddfd) else -1)
+        elif ftype != stat.S_IFREG:  # a regular file got them through its descriptor
             self._apply(ddfd, dname, dpath, st, xattrs)
         if st.st_nlink > 1:
             self._links[key] = _Link(rel, dname, st.st_nlink - 1)

@@ -479,8 +479,8 @@ def test_copy_goes_on_when_the_read_ahead_helper_dies(tmp_path: Path, ramfs) -> 
 
 
 def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> None:
-    """Where a new file already has the owner wanted, no chown is made; what owner a new
-    file gets is learned once per destination directory: in an existing setgid directory
+    """Where a new file or symlink already has the owner wanted, no chown is made; what
+    owner a new file gets is learned once per destination directory: in an existing setgid directory
     it is the directory's group, elsewhere the copier's, and the copies all end up with
     their source's owner."""
     k, img = ramfs
@@ -492,6 +492,7 @@ def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> Non
         (src / d).mkdir(parents=True)
         for n in ("a", "b"):
             (src / d / n).write_text(n)
+        os.symlink("a", src / d / "l")
     os.chown(src / "sg" / "b", 7, 55)
 
     class Counting(ImageEndpoint):
@@ -503,9 +504,9 @@ def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> Non
 
     img.__class__ = Counting
     copy(HostEndpoint(), img, [os.fsencode(src) + b"/."], b"/")
-    for path, owner in (("plain/a", (0, 0)), ("plain/b", (0, 0)), ("sg/a", (0, 0)),
-                        ("sg/b", (7, 55))):
+    for path, owner in (("plain/a", (0, 0)), ("plain/b", (0, 0)), ("plain/l", (0, 0)),
+                        ("sg/a", (0, 0)), ("sg/b", (7, 55)), ("sg/l", (0, 0))):
         st = k.sys.lstat(f"/{path}")
         assert (st.st_uid, st.st_gid) == owner, path
-    # sg/a and sg/b (which got group 55, not 0), the two directories and the base
-    assert Counting.chowns == 5, Counting.chowns
+    # sg/a, sg/b and sg/l (which got group 55, not 0), the two directories and the base
+    assert Counting.chowns == 6, Counting.chowns
