@@ -138,6 +138,16 @@ class _Frame:
     src_id: tuple[int, int] = (0, 0)
     dst_id: tuple[int, int] = (0, 0)
     i: int = 0
+    new: _New | None = None  # made by the copy in a plain directory: what it got
+
+
+@dataclass
+class _New:
+    """An entry the copy just made in a plain directory (``Copier._plain_dir``): the owner
+    it got and the permissions it was made with; it has no extended attribute."""
+
+    owner: tuple[int, int]
+    mode: int  # -1: not known
 
 
 @dataclass
@@ -443,9 +453,9 @@ class Copier:
         else:
             self.warn(f"{self._show(spath, False)}: unknown file type {ftype:o}; skipped")
             return
-        if ftype == stat.S_IFLNK:  # just made, its mode is no matter: as a new file
+        if ftype == stat.S_IFLNK:  # just made (its mode is no matter)
             self._apply(ddfd, dname, dpath, st, xattrs,
-                        made_in=ddfd if self._plain_dir(ddfd) else -1)
+                        self._new(ddfd, ddfd, dname, dpath, 0) if self._plain_dir(ddfd) else None)
         elif ftype != stat.S_IFREG:  # a regular file got them through its descriptor
             self._apply(ddfd, dname, dpath, st, xattrs)
         if st.st_nlink > 1:
@@ -479,14 +489,18 @@ class Copier:
         new_sfd = self._s(lambda: src.opendir_at(sfd, sname), spath)
         try:
             names = self._s(lambda: src.listdir(new_sfd), spath)
-            new_dfd, own = self._ensure_dir(ddfd, dname, dpath)
+            new_dfd, own, made = self._ensure_dir(ddfd, dname, dpath)
+            # (its mode may have gained the setgid bit of its parent: set in any case)
+            new = self._new(ddfd, new_dfd, b"", dpath, -1) \
+                if made and self._plain_dir(ddfd) else None
         except BaseException:
             src.close(new_sfd)
             raise
         self._dirs.add(key)
         up = self._stack[-1] if self._stack and self._stack[-1].dfd == ddfd else None
         self._stack.append(_Frame(new_sfd, new_dfd, True, own, names, spath, dpath, st, xattrs,
-                                  ddfd, dname, rel + (dname,) if dname else rel, up, sname))
+                                  ddfd, dname, rel + (dname,) if dname else rel, up, sname,
+                                  new=new))
         if len(self._stack) > KEEP_OPEN:
             self._close_frame(self._stack[-KEEP_OPEN - 1])
         self._count(dpath, 0)
@@ -567,7 +581,7 @@ class Copier:
                 # the base directory itself: after every source (later ones change it)
                 self._deferred.append((fr.dpath, fr.st, fr.xattrs))
             elif fr.up is None or fr.up.dfd >= 0:  # (a parent closed only while unwinding)
-                self._apply(fr.attr_dfd, fr.attr_name, fr.dpath, fr.st, fr.xattrs)
+                self._apply(fr.attr_dfd, fr.attr_name, fr.dpath, fr.st, fr.xattrs, fr.new)
         except PathError as e:
             if not best_effort:
                 self._failed(e)
@@ -595,13 +609,16 @@ class Copier:
         self._d(lambda: dst.unlink_at(ddfd, dname, False), dpath)
         return self._d(create, dpath)
 
-    def _ensure_dir(self, ddfd: int, dname: bytes, dpath: bytes) -> tuple[int, bool]:
-        """Open (creating it 0700 if needed) directory ``dname``; never through a symlink."""
+    def _ensure_dir(self, ddfd: int, dname: bytes, dpath: bytes) -> tuple[int, bool, bool]:
+        """Open (creating it 0700 if needed) directory ``dname``; never through a symlink.
+        (Its descriptor, whether that is a new one, whether the directory is.)"""
         dst = self.dst
         if not dname:
-            return ddfd, False
+            return ddfd, False, False
+        made = False
         try:
             dst.mkdir_at(ddfd, dname, 0o700)
+            made = True
         except FileExistsError:
             old = self._d(lambda: dst.lstat_at(ddfd, dname), dpath)
             if not stat.S_ISDIR(old.st_mode):
@@ -609,7 +626,7 @@ class Copier:
                                 "with a directory)", self._show(dpath, True), True) from None
         except OSError as e:
             raise self._err(e, dpath, True) from None
-        return self._d(lambda: dst.opendir_at(ddfd, dname), dpath), True
+        return self._d(lambda: dst.opendir_at(ddfd, dname), dpath), True, made
 
     def _copy_file(self, sfd: int, sname: bytes, spath: bytes, ddfd: int, dname: bytes,
                    dpath: bytes, st: StatLike) -> None:
@@ -652,7 +669,8 @@ class Copier:
                 if end != size:
                     self._d(lambda: dst.ftruncate(fout, size), dpath)
                 done = True  # the data is whole: an attribute error leaves the copy
-                self._apply(fout, b"", dpath, st, xattrs, made_in=ddfd if plain else -1)
+                self._apply(fout, b"", dpath, st, xattrs,
+                            self._new(ddfd, fout, b"", dpath, mode) if plain else None)
             finally:
                 dst.close(fout)
                 if not done:
@@ -711,25 +729,25 @@ class Copier:
             self._plain[ddfd] = plain
         return plain
 
+    def _new(self, ddfd: int, dfd: int, name: bytes, dpath: bytes, mode: int) -> _New:
+        """What entry ``name`` of ``dfd`` (b"": ``dfd``), just made with ``mode`` in plain
+        directory ``ddfd``, got: the owner is learned once per directory."""
+        owner = self._new_owner.get(ddfd)
+        if owner is None:
+            now = self._d(lambda: self.dst.lstat_at(dfd, name), dpath)
+            owner = self._new_owner[ddfd] = (now.st_uid, now.st_gid)
+        return _New(owner, mode)
+
     def _apply(self, dfd: int, name: bytes, dpath: bytes, st: StatLike,
-               xattrs: list[tuple[bytes, bytes]], made_in: int = -1) -> None:
+               xattrs: list[tuple[bytes, bytes]], new: _New | None = None) -> None:
         """Owner, xattrs and ACLs, mode, then times (each one clears nothing set before it).
 
-        ``made_in``: the file was just made, with the permissions of ``st``, in this plain
-        directory (``_plain_dir``): what it already has is left alone."""
+        ``new``: what an entry the copy just made has already; that is left alone."""
         dst = self.dst
         ftype = stat.S_IFMT(st.st_mode)
         uid, gid = self._owner(st)
-        fresh = made_in >= 0
-        if fresh:
-            cur = self._new_owner.get(made_in)
-            if cur is None:
-                now = self._d(lambda: dst.lstat_at(dfd, name), dpath)
-                cur = self._new_owner[made_in] = (now.st_uid, now.st_gid)
-            chown = cur != (uid, gid)
-        else:
-            chown = True
-        if chown:
+        fresh = new is not None
+        if new is None or new.owner != (uid, gid):
             try:
                 dst.chown_at(dfd, name, uid, gid)
             except PermissionError as e:
@@ -756,7 +774,7 @@ class Copier:
                     except OSError:
                         pass
         perm = stat.S_IMODE(st.st_mode)
-        if ftype != stat.S_IFLNK and (not fresh or perm & 0o7000 or ACL_ACCESS in want):
+        if ftype != stat.S_IFLNK and (new is None or perm != new.mode or ACL_ACCESS in want):
             self._d(lambda: dst.chmod_at(dfd, name, perm), dpath)
         self._d(lambda: dst.utimens_at(dfd, name, st.st_atime_ns, st.st_mtime_ns), dpath)
 

@@ -184,8 +184,13 @@ def test_inherited_default_acl_is_removed(tmp_path: Path, ramfs) -> None:
     default = bytes.fromhex("02000000" "0100070000000000" "0400050000000000" "2000000000000000")
     k.sys.setxattr("/", "system.posix_acl_default", default)
     (tmp_path / "plain").write_text("no acl")
-    copy(HostEndpoint(), img, [os.fsencode(tmp_path / "plain")], b"/")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "inside").write_text("no acl either")
+    copy(HostEndpoint(), img, [os.fsencode(tmp_path / "plain"), os.fsencode(tmp_path / "dir")],
+         b"/")
     assert k.sys.llistxattr("/plain") == []
+    assert k.sys.llistxattr("/dir") == []  # (and so its contents were made in a plain one)
+    assert k.sys.llistxattr("/dir/inside") == []
 
 
 def test_read_only_destination_is_one_error(tmp_path: Path) -> None:
@@ -494,6 +499,7 @@ def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> Non
             (src / d / n).write_text(n)
         os.symlink("a", src / d / "l")
     os.chown(src / "sg" / "b", 7, 55)
+    (src / "sg" / "private").mkdir(mode=0o700)  # made in sg: it gets sg's setgid bit too
 
     class Counting(ImageEndpoint):
         chowns = 0
@@ -508,5 +514,7 @@ def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> Non
                         ("sg/a", (0, 0)), ("sg/b", (7, 55)), ("sg/l", (0, 0))):
         st = k.sys.lstat(f"/{path}")
         assert (st.st_uid, st.st_gid) == owner, path
-    # sg/a, sg/b and sg/l (which got group 55, not 0), the two directories and the base
+    assert k.sys.lstat("/sg/private").st_mode == 0o40700  # the source's mode, exactly
+    # sg/a, sg/b, sg/l and sg/private (which got group 55, not 0), sg and the base (not
+    # made by the copy); not plain, made with the owner wanted
     assert Counting.chowns == 6, Counting.chowns
