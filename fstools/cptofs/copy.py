@@ -746,7 +746,6 @@ class Copier:
         dst = self.dst
         ftype = stat.S_IFMT(st.st_mode)
         uid, gid = self._owner(st)
-        fresh = new is not None
         if new is None or new.owner != (uid, gid):
             try:
                 dst.chown_at(dfd, name, uid, gid)
@@ -765,7 +764,7 @@ class Copier:
                 want.add(xname)
         if selinux is not None and self._setxattr(dfd, name, dpath, SELINUX, selinux):
             want.add(SELINUX)
-        if not fresh:
+        if new is None:  # (a new entry has none but those just set)
             for xname in self._d(lambda: dst.listxattr_at(dfd, name), dpath):
                 if xname not in want:
                     # inherited from a default ACL, or set by the destination's LSM

@@ -188,7 +188,7 @@ class Ext4Super(SuperBlock):
         self._depth = 0
         self._txn = _Transaction(self)
         self.journal: JournalWriter | None = None  # read-write mounts with a journal
-        # file data waiting to be written in one batch: (device offset, bytes), their blocks
+        # file data waiting to be written in one batch: (device offset, whole blocks)
         self._data: list[tuple[int, list[memoryview]]] = []
         self._data_blocks: set[int] = set()  # blocks of the queue's other writes
         self._data_fresh: set[int] = set()  # inodes with fresh blocks in the queue
