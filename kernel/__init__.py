@@ -361,7 +361,8 @@ class Kernel:
                 raise errors[0]
 
 
-# fork(): every kernel's lock is taken first, so no system call is half done in the copy
+# fork(): every kernel's lock is taken first, so no system call is half done in the copy,
+# and its disks are idle
 _LIVE: weakref.WeakSet[Kernel] = weakref.WeakSet()
 _FORKING: list[Kernel] = []
 
@@ -370,6 +371,10 @@ def _before_fork() -> None:
     _FORKING[:] = list(_LIVE)
     for k in _FORKING:
         k.lock.acquire()
+        for disk in k.disks:  # and no request is in flight (writes issued behind)
+            wb = disk.gendisk._behind
+            if wb is not None:
+                wb.wait(check=False)
 
 
 def _after_fork_in_parent() -> None:

@@ -6,6 +6,14 @@ one partition of it, with byte-addressed ``readv``/``writev``/``flush``/
 ``discard`` that split I/O into bios within the disk's queue limits and hand
 the whole batch to the driver at once, so the device can overlap them.
 
+Writes and flushes may also be issued behind (``wait=False``): a thread of the
+disk performs them in the order they were issued while the caller goes on, as
+Linux's writeback and jbd2's commit thread do. Every other request of the disk
+first waits for them, so what the disk holds is always what the same requests
+made synchronously would have left; a failure is reported at the next request
+or ``drain`` (and at every one after: the disk stays failed, as an aborted
+journal does).
+
 The block layer knows nothing of virtio.
 """
 
@@ -13,7 +21,9 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections import OrderedDict
+import os
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
@@ -116,6 +126,8 @@ class GenDisk:
             self._ra = ReadCache()
         return self._ra
 
+    _behind: WriteBehind | None = None
+
     def submit(self, bios: Sequence[Bio]) -> None:  # pragma: no cover - abstract
         """Perform every bio; raise EIO (naming the sector) if any fails."""
         raise NotImplementedError
@@ -123,8 +135,138 @@ class GenDisk:
     def get_id(self) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def submit_behind(self, bios: Sequence[Bio]) -> None:
+        """Perform ``bios`` in the background, after every batch issued behind before them;
+        their buffers must not change until then."""
+        wb = self._behind
+        if wb is None:
+            wb = self._behind = WriteBehind(self)
+        wb.put(bios)
+
+    def drain(self) -> None:
+        """Wait for the requests issued behind; EIO if one of them (ever) failed."""
+        wb = self._behind
+        if wb is not None:
+            wb.wait()
+
     def shutdown(self) -> None:
-        pass
+        """Stop the write-behind thread once it is idle (errors were reported by then)."""
+        wb = self._behind
+        if wb is not None:
+            self._behind = None
+            wb.stop()
+
+    def after_fork_in_child(self) -> None:
+        # the thread stayed in the parent, which was idle at the fork (Kernel drains first)
+        self._behind = None
+
+
+BEHIND_BYTES = 32 << 20  # issued behind and not done yet: more waits (bounded memory)
+
+
+class _Batch:
+    """Bios issued behind together, and the sectors they change."""
+
+    __slots__ = ("bios", "size", "spans", "lo", "hi")
+
+    def __init__(self, bios: Sequence[Bio]) -> None:
+        self.bios = bios
+        self.spans = [(b.sector, b.sector + b.nr_sectors) for b in bios
+                      if b.op != REQ_OP_READ and b.nr_sectors]
+        self.size = sum(hi - lo for lo, hi in self.spans) << SECTOR_SHIFT
+        self.lo = min((lo for lo, _hi in self.spans), default=0)
+        self.hi = max((hi for _lo, hi in self.spans), default=0)
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        return lo < self.hi and self.lo < hi and any(lo < e and s < hi for s, e in self.spans)
+
+
+class WriteBehind:
+    """A disk's background writer: batches of bios, one at a time, in issue order.
+
+    The batch being performed stays at the head of ``pending`` until it is done.
+    """
+
+    def __init__(self, disk: GenDisk) -> None:
+        self.disk = disk
+        self.cond = threading.Condition(threading.Lock())
+        self.pending: deque[_Batch] = deque()
+        self.bytes = 0  # written by the pending batches
+        self.error: OSError | None = None
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, name=f"{disk.name}-writeback",
+                                       daemon=True)
+        self.thread.start()
+
+    def put(self, bios: Sequence[Bio]) -> None:
+        batch = _Batch(bios)
+        with self.cond:
+            while self.bytes > BEHIND_BYTES and self.error is None:
+                self.cond.wait()
+            self._check()
+            self.pending.append(batch)
+            self.bytes += batch.size
+            self.cond.notify_all()
+
+    def wait(self, check: bool = True) -> None:
+        """Until every pending batch is done."""
+        if self.pending or self.error is not None:
+            with self.cond:
+                while self.pending:
+                    self.cond.wait()
+                if check:
+                    self._check()
+
+    def wait_reads(self, bios: Sequence[Bio]) -> None:
+        """Until no pending batch writes a sector these reads read (a read may pass
+        writes elsewhere, as reads of other pages pass writeback in Linux)."""
+        if not self.pending and self.error is None:
+            return
+        spans = [(b.sector, b.sector + b.nr_sectors) for b in bios]
+        with self.cond:
+            while any(batch.overlaps(lo, hi) for batch in self.pending for lo, hi in spans):
+                self.cond.wait()
+            self._check()
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join()
+
+    def _check(self) -> None:
+        if self.error is not None:
+            e = self.error
+            code = e.errno or errno.EIO
+            why = e.strerror or str(e)
+            generic = os.strerror(code)
+            if why.startswith(generic + " (") and why.endswith(")"):
+                why = why[len(generic) + 2:-1]
+            raise kerr(code, f"/dev/{self.disk.name}", f"a write issued earlier failed: {why}")
+
+    def _serve(self) -> None:
+        cond = self.cond
+        while True:
+            with cond:
+                while not self.pending:
+                    if self.stopping:
+                        return
+                    cond.wait()
+                batch = self.pending[0]
+            try:
+                self.disk.submit(batch.bios)
+            except BaseException as e:  # nothing issued after a failed batch is performed
+                with cond:
+                    self.error = e if isinstance(e, OSError) else \
+                        OSError(errno.EIO, f"{type(e).__name__}: {e}")
+                    self.pending.clear()
+                    self.bytes = 0
+                    cond.notify_all()
+                continue
+            with cond:
+                self.pending.popleft()
+                self.bytes -= batch.size
+                cond.notify_all()
 
 
 class BlockDevice:
@@ -186,11 +328,28 @@ class BlockDevice:
             bios.append(Bio(op, start, cur, cur_bytes >> SECTOR_SHIFT))
         return bios
 
+    def _submit(self, bios: Sequence[Bio], wait: bool = True) -> None:
+        disk = self.disk
+        if not wait:
+            disk.submit_behind(bios)
+            return
+        wb = disk._behind
+        if wb is not None:
+            if all(b.op == REQ_OP_READ for b in bios):
+                wb.wait_reads(bios)
+            else:  # a write or flush follows everything issued before it
+                wb.wait()
+        disk.submit(bios)
+
+    def drain(self) -> None:
+        """Wait for this disk's writes issued behind (see the module's description)."""
+        self.disk.drain()
+
     # -- I/O ------------------------------------------------------------------
     def readv(self, offset: int, bufs: Sequence[Buf]) -> None:
         """Fill ``bufs`` (in order) from ``offset``; one batch of requests."""
         self._check(offset, sum(len(b) for b in bufs), False)
-        self.disk.submit(self._bios(REQ_OP_READ, offset, bufs))
+        self._submit(self._bios(REQ_OP_READ, offset, bufs))
 
     def read(self, offset: int, length: int) -> bytearray:
         buf = bytearray(length)
@@ -252,7 +411,7 @@ class BlockDevice:
     def _read_disk(self, disk_offset: int, length: int) -> bytearray:
         """Read at an offset from the start of the disk (not of this partition)."""
         buf = bytearray(length)
-        self.disk.submit(self._bios_abs(REQ_OP_READ, disk_offset, [buf]))
+        self._submit(self._bios_abs(REQ_OP_READ, disk_offset, [buf]))
         return buf
 
     def _bios_abs(self, op: int, disk_offset: int, bufs: Sequence[Buf]) -> list[Bio]:
@@ -267,17 +426,18 @@ class BlockDevice:
         length = sum(len(b) for b in bufs)
         self._check(offset, length, True)
         self.disk.ra.invalidate(self._base + offset, length)
-        self.disk.submit(self._bios(REQ_OP_WRITE, offset, bufs))
+        self._submit(self._bios(REQ_OP_WRITE, offset, bufs))
 
     def write(self, offset: int, data: Buf | bytes) -> None:
         if len(data):
             self.writev(offset, [data if not isinstance(data, bytes) else memoryview(data)])
 
-    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]]) -> None:
+    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]], wait: bool = True) -> None:
         """Several writes to distinct ranges as one batch (they may complete in any order:
         callers never put two writes of the same sectors in one batch). Writes that meet
         end to end are merged into one request (as the block layer merges a plug's bios):
-        the small files a copy lays out one after another go to the disk together."""
+        the small files a copy lays out one after another go to the disk together.
+        ``wait=False``: issued behind (the buffers must not change until done)."""
         spans: list[tuple[int, int, Sequence[Buf]]] = []
         for offset, bufs in writes:
             length = sum(len(b) for b in bufs)
@@ -302,7 +462,7 @@ class BlockDevice:
             invalidate(self._base + offset, end - offset)
             bios.extend(self._bios(REQ_OP_WRITE, offset, segs))
         if bios:
-            self.disk.submit(bios)
+            self._submit(bios, wait)
 
     def submit_many(self, reads: Sequence[tuple[int, Sequence[Buf]]]) -> None:
         """Several independent reads as one batch (they may complete in any order)."""
@@ -311,13 +471,14 @@ class BlockDevice:
             self._check(offset, sum(len(b) for b in bufs), False)
             bios.extend(self._bios(REQ_OP_READ, offset, bufs))
         if bios:
-            self.disk.submit(bios)
+            self._submit(bios)
 
-    def flush(self) -> None:
-        """Make every completed write durable (REQ_PREFLUSH; a no-op without a cache)."""
+    def flush(self, wait: bool = True) -> None:
+        """Make every completed write durable (REQ_PREFLUSH; a no-op without a cache).
+        ``wait=False``: issued behind, durable once done."""
         if self.ro or not self.disk.limits.flush:
             return
-        self.disk.submit([Bio(REQ_OP_FLUSH, 0)])
+        self._submit([Bio(REQ_OP_FLUSH, 0)], wait)
 
     def discard(self, offset: int, length: int) -> None:
         """Tell the device the range is unused (it may read back as anything)."""
@@ -349,4 +510,4 @@ class BlockDevice:
             bios.append(Bio(op, sector, nr_sectors=n, unmap=unmap))
             sector += n
             left -= n
-        self.disk.submit(bios)
+        self._submit(bios)

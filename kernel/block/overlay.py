@@ -85,11 +85,11 @@ class OverlayDevice(BlockDevice):
             self.blocks[b] = bytes(blk)
             pos = e
 
-    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]]) -> None:
-        for offset, bufs in writes:
+    def write_many(self, writes: Sequence[tuple[int, Sequence[Buf]]], wait: bool = True) -> None:
+        for offset, bufs in writes:  # (in memory: done at once)
             self.writev(offset, bufs)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
         pass
 
     def discard(self, offset: int, length: int) -> None:

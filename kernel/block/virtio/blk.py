@@ -166,9 +166,13 @@ class VirtioBlk(GenDisk):
             with self._cond:
                 while pending:
                     bio, op = pending[-1]
-                    req = self._prepare(bio, op, not inflight)
+                    # (it can never fit only if nobody's request is in flight)
+                    req = self._prepare(bio, op, len(self._free_slots) == self.vq.num)
                     if req is None:
-                        break
+                        if inflight or added:
+                            break
+                        self._cond.wait()  # another thread's requests fill the ring
+                        continue
                     pending.pop()
                     inflight.append(req)
                     added += 1
@@ -256,12 +260,15 @@ class VirtioBlk(GenDisk):
             self.arena.free(req.bounce)
         with self._cond:
             self._free_slots.append(req.slot)
+            self._cond.notify_all()  # room for a thread waiting to place a request
         return status
 
     def after_fork_in_child(self) -> None:
+        super().after_fork_in_child()
         self._cond = threading.Condition(threading.Lock())
 
     def shutdown(self) -> None:
+        super().shutdown()
         self.t.set_status(0)
         stop = getattr(self.t.dev, "stop", None)
         if stop is not None:

@@ -761,7 +761,7 @@ class Ext4Super(SuperBlock):
             self._data, self._data_bytes = [], 0
             self._data_blocks = set()
             self._data_fresh = set()
-            self.io.write_many(writes)
+            self.io.write_many(writes, wait=False)  # in order before what follows
 
     def dirty_inode(self, inode: Ext4Inode) -> None:
         """Note a changed inode: it is stored when the transaction ends."""
@@ -874,15 +874,17 @@ class Ext4Super(SuperBlock):
         self.journal.commit()
 
     def sync(self) -> None:
-        if self.rdonly or not self._changed():
+        if self.rdonly:
             return
-        if self.journal is not None:
-            self._commit()
-            return
-        self._store_dirty()
-        self.flush_data()
-        self.write_super(valid=False)
-        self.bcache.sync(self.io)
+        if self._changed():
+            if self.journal is not None:
+                self._commit()
+            else:
+                self._store_dirty()
+                self.flush_data()
+                self.write_super(valid=False)
+                self.bcache.sync(self.io)
+        self.io.drain()  # what was issued behind (data, commits) is done and durable
 
     def reclaim(self) -> bool:
         # blocks the running transaction freed are reused only after it commits (else a
@@ -984,6 +986,7 @@ class Ext4Super(SuperBlock):
             self.alloc.defer = False
         self.write_super(valid=True)
         self.bcache.sync(self.io)
+        self.io.drain()
 
     def put_super(self) -> None:
         if not self.rdonly:

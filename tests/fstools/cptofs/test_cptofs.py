@@ -4,7 +4,9 @@ fsck, read back by the host kernel and by cpfromfs, and compared with the source
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +149,30 @@ def test_full_image(tmp_path: Path, cptofs) -> None:
     assert cut not in copied, "the partly written file must not stay behind"
     for p in copied:
         assert view[p]["sha256"] == host_manifest(src)[p]["sha256"], p
+
+
+def _host_refuses_writes_past_20_mib() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20 << 20, 20 << 20))
+
+
+def test_host_refuses_the_images_writes(tmp_path: Path, cptofs) -> None:
+    """The host cannot take the image's writes (its disk is full; here, writes past 20 MiB
+    of any file fail): one line naming the image and the I/O error, exit status 1, and
+    the image is as a crash would leave it: the journal replays it to a clean filesystem."""
+    need_tool("mkfs.ext4", "e2fsck")
+    image = new_image(tmp_path / "h.img", "ext4", 256)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(48 << 20))
+    proc = cptofs("-i", image, src, "/", check=False, preexec_fn=_host_refuses_writes_past_20_mib)
+    err = [line for line in proc.stderr.decode().splitlines() if not line.startswith("[kernel]")]
+    assert proc.returncode == 1, err
+    assert len(err) == 1 and err[0].startswith(f"cptofs: {image}: Input/output error"), err
+    assert "a write issued earlier failed" in err[0], err
+    fix = run("e2fsck", "-fy", image, check=False)
+    assert fix.returncode in (0, 1) and "? yes" not in fix.stdout, fix.stdout
+    fsck(image, "ext4")
 
 
 def test_options_owner_group_selinux(tmp_path: Path, cptofs) -> None:

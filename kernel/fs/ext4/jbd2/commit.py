@@ -15,6 +15,10 @@ A commit, always between two system calls:
 3. the commit block (with its checksum) is written; flush: the transaction
    is durable, recovery will replay it. An fsync waits for no more.
 
+These writes and flushes are issued behind (``wait=False``): the disk's
+write-behind thread performs them in this order while the next transaction
+runs, as jbd2's commit thread does; ``sync`` and ``fsync`` wait for them.
+
 Checkpointing is lazy, as jbd2's: committed blocks stay in the log (and
 dirty in the cache, which may write them home whenever it likes) until the
 log or memory runs short, or the filesystem is unmounted. ``checkpoint``
@@ -118,6 +122,7 @@ class JournalWriter:
         self.sequence = journal.sequence
         self.tag_size = tag_bytes(journal)
         self.commits = 0
+        self._jsb: bytearray | None = None  # the journal superblock as last written
         # a transaction must fit the log with its descriptors and commit block
         per_desc = (self.bs - 12 - 16 - (4 if journal.csum else 0)) // self.tag_size
         log_blocks = journal.last - journal.first
@@ -152,8 +157,9 @@ class JournalWriter:
             j.csum_seed = crc32c_raw(0xFFFFFFFF, bytes(raw[48:64]))
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, 0)
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
-        self._write_log(0, raw)
+        self._write_log(0, bytes(raw))
         self.dev.flush()
+        self._jsb = raw
         self.tag_size = tag_bytes(j)
         self.per_desc = (self.bs - 12 - 16 - (4 if j.csum else 0)) // self.tag_size
 
@@ -170,12 +176,13 @@ class JournalWriter:
 
     # -- writing the log ------------------------------------------------------------------------
     def _write_log(self, n: int, data: bytes | bytearray) -> None:
+        """Journal block ``n``, issued behind (``data`` must not change afterwards)."""
         pblk, _avail = self.j._pblk(n)
-        self.dev.write(pblk * self.bs, data)
+        self.dev.write_many([(pblk * self.bs, [memoryview(data)])], wait=False)
 
     def _write_log_run(self, first: int, blocks: list[bytes | bytearray]) -> None:
         """Journal blocks ``first``, ``first + 1``, ... as one batch of requests (one
-        multi-segment request per physically contiguous piece of the log)."""
+        multi-segment request per physically contiguous piece of the log), issued behind."""
         writes: list[tuple[int, list[memoryview]]] = []
         n, i = first, 0
         while i < len(blocks):
@@ -184,17 +191,19 @@ class JournalWriter:
             writes.append((pblk * self.bs, [memoryview(b) for b in take]))
             n += len(take)
             i += len(take)
-        self.dev.write_many(writes)
+        self.dev.write_many(writes, wait=False)
 
     def _write_jsb(self, start: int, sequence: int) -> None:
-        pblk, _n = self.j._pblk(0)
-        raw = self.dev.read(pblk * self.bs, self.bs)
+        if self._jsb is None:  # read once: only this writer changes it while mounted
+            pblk, _n = self.j._pblk(0)
+            self._jsb = self.dev.read(pblk * self.bs, self.bs)
+        raw = self._jsb
         struct.pack_into(">II", raw, 24, sequence & 0xFFFFFFFF, start)
         if self.j.csum:
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, 0)
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
-        self._write_log(0, raw)
-        self.dev.flush()
+        self._write_log(0, bytes(raw))
+        self.dev.flush(wait=False)
 
     def _block_csum(self, block: bytearray) -> None:
         """The descriptor block tail: crc32c over the block with the tail zero."""
@@ -264,7 +273,7 @@ class JournalWriter:
             log.extend(copies)
         self._write_log_run(pos, log)
         pos += len(log)
-        self.dev.flush()
+        self.dev.flush(wait=False)  # the log before its commit block
         # the commit block
         commit = bytearray(bs)
         _HDR.pack_into(commit, 0, JBD2_MAGIC_NUMBER, JBD2_COMMIT_BLOCK, seq & 0xFFFFFFFF)
@@ -275,7 +284,7 @@ class JournalWriter:
             commit[13] = 4
             struct.pack_into(">I", commit, 16, crc32c_raw(j.csum_seed, bytes(commit)))
         self._write_log(pos, commit)
-        self.dev.flush()
+        self.dev.flush(wait=False)
         self.head = pos + 1
         self.live.update(committed)
         self.running = {}
@@ -295,8 +304,9 @@ class JournalWriter:
             return
         bs = self.bs
         if self.live:  # (neighbouring blocks go out as one request)
-            self.dev.write_many([(b * bs, [memoryview(d)]) for b, d in self.live.items()])
-        self.dev.flush()
+            self.dev.write_many([(b * bs, [memoryview(d)]) for b, d in self.live.items()],
+                                wait=False)
+        self.dev.flush(wait=False)  # home before the log is emptied
         # what went home is clean in the cache unless the running transaction changed it
         for blocknr in self.live:
             if blocknr not in self.running:

@@ -26,16 +26,17 @@ def _die_before_checkpoint(after: int) -> None:
     real = commit.JournalWriter.commit
     count = [0]
 
-    def die(*_a: object) -> None:
+    def die(writer: commit.JournalWriter) -> None:
+        writer.dev.drain()  # what the commit issued behind is on the image
         os._exit(9)
 
     def commit_then_die(self: commit.JournalWriter) -> bool:
         if self.running:
             count[0] += 1
             if count[0] >= after:
-                self.checkpoint = die  # type: ignore[method-assign]
+                self.checkpoint = lambda: die(self)  # type: ignore[method-assign]
                 real(self)
-                die()
+                die(self)
         return real(self)
 
     commit.JournalWriter.commit = commit_then_die  # type: ignore[method-assign]
