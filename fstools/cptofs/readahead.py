@@ -16,7 +16,10 @@ the helper could not read, or did not (an error, a file over MAX_DATA, a file th
 changed while it was read, a tree deeper than DEPTH, a directory seen twice), it
 leaves out, and the engine's call goes to the host as before, errors and all. The
 helper only reads, as the same user with the same O_NOATIME, and it is at most a
-socket buffer ahead. Should it fail to start or die, the copy goes on without it.
+socket buffer ahead: SEND_BUFFER where it may (root, or net.core.wmem_max that large),
+else Linux's default of about 200 KB, with which the copy caught up with it at stretches
+of big files and waited for it some 900 times in a 45,000-file tree (0.3 s) instead of
+a dozen. Should it fail to start or die, the copy goes on without it.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ MAX_DATA = 1 << 20       # regular files up to this size are read ahead whole
 BATCH_RECORDS = 256      # entries per message (the first messages are smaller)
 BATCH_BYTES = 1 << 20    # file data per message
 DEPTH = 48               # directories the helper holds open; deeper ones the engine reads
+SEND_BUFFER = 8 << 20    # how far ahead of the engine the helper may read, at most
+_SO_SNDBUFFORCE = 32     # Linux's: SO_SNDBUF past net.core.wmem_max (CAP_NET_ADMIN)
 _HEAD = struct.Struct("<Q")
 
 Key = tuple[bytes, ...]
@@ -178,6 +183,12 @@ def serve(sock_fd: int) -> None:
     """The helper: receive the directory and name to walk, send the records, end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the tool stops it (Ctrl-C reaches both)
     sock = socket.socket(fileno=sock_fd)
+    for option in (_SO_SNDBUFFORCE, socket.SO_SNDBUF):  # (the second is capped by wmem_max)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, SEND_BUFFER)
+            break
+        except OSError:
+            continue
     msg, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
     if len(fds) != 1 or not msg.startswith(b"W"):
         return

@@ -8,8 +8,12 @@ can write; test_cptofs.py does the same through real images.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
 import tempfile
+import termios
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +26,7 @@ from treeutil import diff_manifests, host_manifest, kernel_manifest, project
 from fstools.common.image import open_image
 from fstools.cptofs.copy import Copier, IdMap, Options, PathError, Stats, resolve_sources
 from fstools.cptofs.endpoint import HostEndpoint, ImageEndpoint, ReadAheadHost
-from fstools.cptofs.readahead import DEPTH, MAX_DATA
+from fstools.cptofs.readahead import DEPTH, MAX_DATA, SEND_BUFFER, ReadAhead
 from kernel import Kernel
 
 FIELDS = ("type", "mode", "uid", "gid", "size", "sha256", "mtime_ns", "target", "rdev", "xattrs",
@@ -481,6 +485,31 @@ def test_copy_goes_on_when_the_read_ahead_helper_dies(tmp_path: Path, ramfs) -> 
     copy(host, img, [os.fsencode(src)], b"/")
     same(host_manifest(src), kernel_manifest(k.sys, "/many"))
     assert 50 <= host.answered < 1000, host.answered
+
+
+def test_read_ahead_gets_a_long_lead_as_root(tmp_path: Path) -> None:
+    """Root's helper may read SEND_BUFFER ahead (past net.core.wmem_max): with a socket's
+    default of about 200 KB the copy caught up with it at every stretch of big files."""
+    need_root()
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(12):
+        (src / f"f{i:02d}").write_bytes(os.urandom(MAX_DATA))
+    dfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    ahead = ReadAhead(dfd, b"big")
+    try:
+        queued, deadline = 0, time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the helper is as far ahead as it may be
+            time.sleep(0.2)
+            now = struct.unpack("i", fcntl.ioctl(ahead.sock, termios.FIONREAD, b"\0" * 4))[0]
+            if now == queued and now:
+                break
+            queued = now
+        assert queued > 4 << 20, queued
+        assert queued <= SEND_BUFFER * 2
+    finally:
+        ahead.close()
+        os.close(dfd)
 
 
 def test_owner_of_new_files_is_known_per_directory(tmp_path: Path, ramfs) -> None:
