@@ -161,7 +161,7 @@ class GenDisk:
         self._behind = None
 
 
-BEHIND_BYTES = 32 << 20  # issued behind and not done yet: more waits (bounded memory)
+BEHIND_BYTES = 64 << 20  # issued behind and not done yet: more waits (bounded memory)
 
 
 class _Batch:
