@@ -372,9 +372,7 @@ def _before_fork() -> None:
     for k in _FORKING:
         k.lock.acquire()
         for disk in k.disks:  # and no request is in flight (writes issued behind)
-            wb = disk.gendisk._behind
-            if wb is not None:
-                wb.wait(check=False)
+            disk.gendisk.drain(check=False)
 
 
 def _after_fork_in_parent() -> None:

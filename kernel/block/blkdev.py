@@ -143,11 +143,12 @@ class GenDisk:
             wb = self._behind = WriteBehind(self)
         wb.put(bios)
 
-    def drain(self) -> None:
-        """Wait for the requests issued behind; EIO if one of them (ever) failed."""
+    def drain(self, check: bool = True) -> None:
+        """Wait for the requests issued behind; EIO if one of them (ever) failed (unless
+        not ``check``)."""
         wb = self._behind
         if wb is not None:
-            wb.wait()
+            wb.wait(check)
 
     def shutdown(self) -> None:
         """Stop the write-behind thread once it is idle (errors were reported by then)."""

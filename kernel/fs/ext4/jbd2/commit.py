@@ -134,7 +134,7 @@ class JournalWriter:
         mounts a 64bit or metadata_csum filesystem read-write."""
         j = self.j
         pblk, _n = j._pblk(0)
-        raw = self.dev.read(pblk * self.bs, self.bs)
+        raw = self._jsb = self.dev.read(pblk * self.bs, self.bs)  # (kept: _write_jsb)
         blocktype, compat, incompat = struct.unpack_from(">I", raw, 4)[0], \
             struct.unpack_from(">I", raw, 36)[0], struct.unpack_from(">I", raw, 40)[0]
         if blocktype != JBD2_SUPERBLOCK_V2:
@@ -159,7 +159,6 @@ class JournalWriter:
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
         self._write_log(0, bytes(raw))
         self.dev.flush()
-        self._jsb = raw
         self.tag_size = tag_bytes(j)
         self.per_desc = (self.bs - 12 - 16 - (4 if j.csum else 0)) // self.tag_size
 
