@@ -26,6 +26,7 @@ import errno
 import re
 import struct
 from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from ...errors import corrupted, kerr
@@ -176,7 +177,18 @@ class Allocator:
         self.free_inodes = sum(g.free_inodes for g in self.groups)
         self.dirs = sum(g.used_dirs for g in self.groups)
         log_flex = sb.es.s_log_groups_per_flex if sb.incompat & INCOMPAT_FLEX_BG else 0
-        self.flex = 1 << log_flex if log_flex < 31 else 1  # groups per flex group
+        if log_flex >= 31:
+            log_flex = 0
+        self.log_flex = log_flex
+        self.flex = 1 << log_flex  # groups per flex group
+        # per flex group, kept up to date as the groups' counts change (as Linux's
+        # s_flex_groups): Orlov compares them all for every top-level directory
+        nflex = (sb.group_count + self.flex - 1) >> log_flex
+        self.flex_inodes, self.flex_clusters, self.flex_dirs = [0] * nflex, [0] * nflex, [0] * nflex
+        for g, grp in enumerate(self.groups):
+            self.flex_inodes[g >> log_flex] += grp.free_inodes
+            self.flex_clusters[g >> log_flex] += grp.free_blocks
+            self.flex_dirs[g >> log_flex] += grp.used_dirs
         self._meta_in: dict[int, list[tuple[int, int]]] | None = None
         # with a journal, blocks freed by the running transaction are reused only after it
         # commits (a crash must not show another file's new data in a file it restores)
@@ -357,6 +369,7 @@ class Allocator:
         grp = self.groups[g]
         d = -n if used else n
         grp.free_blocks += d
+        self.flex_clusters[g >> self.log_flex] += d
         self.free_clusters += d
         self.dirty.add(g)
 
@@ -392,17 +405,6 @@ class Allocator:
             self._mark(g, i, n, False)
 
     # -- inodes -------------------------------------------------------------------------------
-    def _flex_stats(self, fg: int) -> tuple[int, int, int]:
-        """(free inodes, free clusters, directories) of flex group ``fg``."""
-        groups = self.groups
-        fi = fb = dirs = 0
-        for g in range(fg * self.flex, min((fg + 1) * self.flex, len(groups))):
-            grp = groups[g]
-            fi += grp.free_inodes
-            fb += grp.free_blocks
-            dirs += grp.used_dirs
-        return fi, fb, dirs
-
     def _orlov(self, parent_group: int, topdir: bool) -> int | None:
         """Orlov's choice of a flex group for a new directory (ext4's find_group_orlov), or
         None for the fallback. A top-level directory goes to the flex group with the fewest
@@ -415,21 +417,19 @@ class Allocator:
         avg_inodes = self.free_inodes // nflex
         avg_clusters = self.free_clusters // nflex
         start = parent_group // flex
+        inodes, clusters, dirs = self.flex_inodes, self.flex_clusters, self.flex_dirs
         if topdir:
             best, best_dirs = None, sb.inodes_per_group
-            for k in range(nflex):
-                fg = (start + k) % nflex
-                fi, fb, dirs = self._flex_stats(fg)
-                if fi and dirs < best_dirs and fi >= avg_inodes and fb >= avg_clusters:
-                    best, best_dirs = fg, dirs
+            for fg in chain(range(start, nflex), range(start)):
+                fi = inodes[fg]
+                if fi and dirs[fg] < best_dirs and fi >= avg_inodes and clusters[fg] >= avg_clusters:
+                    best, best_dirs = fg, dirs[fg]
             return best
         max_dirs = self.dirs // nflex + sb.inodes_per_group * flex // 16
         min_inodes = max(avg_inodes - sb.inodes_per_group * flex // 4, 1)
         min_clusters = avg_clusters - sb.clusters_per_group * flex // 4
-        for k in range(nflex):
-            fg = (start + k) % nflex
-            fi, fb, dirs = self._flex_stats(fg)
-            if dirs < max_dirs and fi >= min_inodes and fb >= min_clusters:
+        for fg in chain(range(start, nflex), range(start)):
+            if dirs[fg] < max_dirs and inodes[fg] >= min_inodes and clusters[fg] >= min_clusters:
                 return fg
         return None
 
@@ -477,8 +477,11 @@ class Allocator:
             sb.bcache.mark_dirty(self.ibitmaps[g])
             grp.free_inodes -= 1
             self.free_inodes -= 1
+            fg = g >> self.log_flex
+            self.flex_inodes[fg] -= 1
             if is_dir:
                 grp.used_dirs += 1
+                self.flex_dirs[fg] += 1
                 self.dirs += 1
             if sb.gdt_csum and ipg - grp.itable_unused <= i:
                 grp.itable_unused = ipg - i - 1
@@ -518,8 +521,11 @@ class Allocator:
         grp = self.groups[g]
         grp.free_inodes += 1
         self.free_inodes += 1
+        fg = g >> self.log_flex
+        self.flex_inodes[fg] += 1
         if is_dir:
             grp.used_dirs -= 1
+            self.flex_dirs[fg] -= 1
             self.dirs -= 1
         self.dirty.add(g)
 

@@ -638,6 +638,19 @@ def test_orlov_spreads_top_directories_and_keeps_the_rest_near_their_parent(
                 for path in (f"{root}/top{t}/sub{d}", f"{root}/top{t}/sub{d}/f"):
                     ino = s.stat(path).st_ino
                     assert (ino - 1) // ipg // flex == flex_of[t], (path, ino)
+        for d in range(0, 12, 3):  # frees too: inodes, directories and blocks
+            s.unlink(f"{root}/top1/sub{d}/f")
+            s.rmdir(f"{root}/top1/sub{d}")
+        s.sync()
+        # the per-flex-group counts Orlov reads are the sums of their groups' counts
+        res, _ = s._resolve(kernel.AT_FDCWD, root, True)
+        alloc = res.mnt.sb.alloc
+        for name, field in (("flex_inodes", "free_inodes"), ("flex_clusters", "free_blocks"),
+                            ("flex_dirs", "used_dirs")):
+            sums = [0] * len(getattr(alloc, name))
+            for g, grp in enumerate(alloc.groups):
+                sums[g // flex] += getattr(grp, field)
+            assert getattr(alloc, name) == sums, name
     fsck(img)
 
 
