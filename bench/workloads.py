@@ -78,32 +78,60 @@ class Result:
             for r in self.rows]}
 
 
+@dataclass
+class Contender:
+    """One command of a comparison: ``setup`` before each run, ``teardown`` after it."""
+
+    cmd: str
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
+    cwd: str | None = None
+    warm_up: bool = True  # False: a contender slow enough that the page cache cannot matter
+
+
+def timed_together(contenders: list[Contender], repeat: int = 3,
+                   ) -> list[tuple[float | None, float | None, str]]:
+    """Median wall time and peak RSS (MB) of each contender's command (bash), or a note why
+    it failed; after one warm-up run of each (unless its ``warm_up`` is False).
+
+    The runs go round by round, each contender once per round: a slow spell of the
+    machine (a VM's CPUs change speed from minute to minute) falls on every contender
+    alike instead of on whichever was being timed, and the ratios stay fair."""
+    times: list[list[float]] = [[] for _ in contenders]
+    rss: list[list[float]] = [[] for _ in contenders]
+    failed: dict[int, str] = {}
+    for rnd in range(repeat + 1):
+        for k, c in enumerate(contenders):
+            if k in failed or (rnd == 0 and not c.warm_up):
+                continue
+            if c.setup:
+                c.setup()
+            t = time.perf_counter()
+            proc = subprocess.Popen(["bash", "-o", "pipefail", "-c", c.cmd], env=ENV, cwd=c.cwd,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+            elapsed = time.perf_counter() - t
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            if c.teardown:
+                c.teardown()
+            if proc.returncode != 0:
+                first = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+                failed[k] = first[:120]
+                continue
+            if rnd == 0:
+                continue  # warm-up: the image is now in the host's page cache for everyone
+            times[k].append(elapsed)
+            rss[k].append(usage.ru_maxrss / 1024)
+    return [(None, None, failed[k]) if k in failed else
+            (statistics.median(times[k]), max(rss[k]), "") for k in range(len(contenders))]
+
+
 def timed(cmd: str, setup: Callable[[], None] | None = None,
           teardown: Callable[[], None] | None = None, repeat: int = 3,
           cwd: str | None = None, warm_up: bool = True) -> tuple[float | None, float | None, str]:
-    """Median wall time and peak RSS (MB) of ``cmd`` (bash), after one warm-up run unless
-    ``warm_up`` is False (a contender slow enough that the page cache cannot matter)."""
-    times, rss = [], []
-    for i in range(0 if warm_up else 1, repeat + 1):
-        if setup:
-            setup()
-        t = time.perf_counter()
-        proc = subprocess.Popen(["bash", "-o", "pipefail", "-c", cmd], env=ENV, cwd=cwd,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - t
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if teardown:
-            teardown()
-        if proc.returncode != 0:
-            first = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-            return None, None, first[:120]
-        if i == 0:
-            continue  # warm-up: the image is now in the host's page cache for everyone
-        times.append(elapsed)
-        rss.append(usage.ru_maxrss / 1024)
-    return statistics.median(times), max(rss), ""
+    """``timed_together`` of one command."""
+    return timed_together([Contender(cmd, setup, teardown, cwd, warm_up)], repeat)[0]
 
 
 def _available(tool: str) -> str | None:
@@ -139,36 +167,59 @@ def _datasets(data: Datasets, fs: str | None) -> list[tuple[str, Path]]:
     return out
 
 
+class _Rows:
+    """The rows of a result whose contenders are timed together (``timed_together``): a row
+    is added with its contender, or with a note saying why it has none."""
+
+    def __init__(self, res: Result) -> None:
+        self.res = res
+        self._pending: list[tuple[Row, Contender, bool]] = []
+
+    def add(self, who: str, contender: Contender | None = None, *, note: str = "",
+            reference: bool = False, memory: bool = True) -> None:
+        """``memory``: report the peak RSS (our tools' rows)."""
+        row = Row(who, note=note, reference=reference)
+        self.res.rows.append(row)
+        if contender is not None:
+            self._pending.append((row, contender, memory))
+
+    def run(self, repeat: int) -> Result:
+        results = timed_together([c for _, c, _ in self._pending], repeat)
+        for (row, _c, memory), (secs, mb, note) in zip(self._pending, results):
+            row.seconds, row.note = secs, note
+            row.rss_mb = mb if memory else None
+        self._pending = []
+        return self.res
+
+
 class Fs2tar(Workload):
     name = "fs2tar: tree to a tar stream"
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res = Result(self.name, fs)
+        rows = _Rows(Result(self.name, fs))
         sets = _datasets(data, fs)
         if not sets:
-            res.rows.append(Row("ours (fs2tar)", note="no image"))
-            return res
+            rows.add("ours (fs2tar)", note="no image")
+            return rows.res
         for label, img in sets:
             q = shlex.quote(str(img))
             mnt = _mnt(data, "k")
             if is_root():
-                s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && (cd {mnt} && tar -cf - . | "
-                                    f"cat >/dev/null); umount {mnt}", repeat=repeat)
-                res.rows.append(Row(f"host kernel: loop mount + tar{label}", s, note=note,
-                                    reference=True))
+                rows.add(f"host kernel: loop mount + tar{label}", Contender(
+                    f"mount -o loop,ro {q} {mnt} && (cd {mnt} && tar -cf - . | cat >/dev/null); "
+                    f"umount {mnt}"), reference=True, memory=False)
             else:
-                res.rows.append(Row(f"host kernel: loop mount + tar{label}", note="needs root",
-                                    reference=True))
-            s, m, note = timed(f"{FSTOOL['fs2tar']} --no-progress {q} - | cat >/dev/null",
-                               repeat=repeat)
-            res.rows.append(Row(f"ours: fs2tar{label}", s, m, note))
+                rows.add(f"host kernel: loop mount + tar{label}", note="needs root",
+                         reference=True)
+            rows.add(f"ours: fs2tar{label}",
+                     Contender(f"{FSTOOL['fs2tar']} --no-progress {q} - | cat >/dev/null"))
             dissect = Dissect.command(data, fs, img)
             if dissect is None:
-                res.rows.append(Row(f"dissect.{_dissect_name(fs)}{label}", note=Dissect.why))
+                rows.add(f"dissect.{_dissect_name(fs)}{label}", note=Dissect.why)
             else:
-                s, _m, note = timed(dissect, repeat=repeat)
-                res.rows.append(Row(f"dissect.{_dissect_name(fs)}{label}", s, note=note))
-        return res
+                rows.add(f"dissect.{_dissect_name(fs)}{label}", Contender(dissect), memory=False)
+            rows.run(repeat)
+        return rows.res
 
 
 def _dissect_name(fs: str | None) -> str:
@@ -179,7 +230,7 @@ class Cpfromfs(Workload):
     name = "cpfromfs: tree out of the image"
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res = Result(self.name, fs)
+        rows = _Rows(Result(self.name, fs))
         out = data.work / "out"
 
         def clean() -> None:
@@ -188,24 +239,23 @@ class Cpfromfs(Workload):
 
         sets = _datasets(data, fs)
         if not sets:
-            res.rows.append(Row("ours (cpfromfs)", note="no image"))
-            return res
+            rows.add("ours (cpfromfs)", note="no image")
+            return rows.res
         missing = _available("cpfromfs")
         for label, img in sets:
             q = shlex.quote(str(img))
             mnt = _mnt(data, "k")
             if is_root():
-                s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && cp -a {mnt}/. {out}/; "
-                                    f"umount {mnt}", setup=clean, repeat=repeat)
-                res.rows.append(Row(f"host kernel: loop mount + cp -a{label}", s, note=note,
-                                    reference=True))
+                rows.add(f"host kernel: loop mount + cp -a{label}", Contender(
+                    f"mount -o loop,ro {q} {mnt} && cp -a {mnt}/. {out}/; umount {mnt}",
+                    setup=clean), reference=True, memory=False)
             if missing:
-                res.rows.append(Row(f"ours: cpfromfs{label}", note=missing))
-                continue
-            s, m, note = timed(f"{FSTOOL['cpfromfs']} -i {q} / {out}", setup=clean,
-                               repeat=repeat)
-            res.rows.append(Row(f"ours: cpfromfs{label}", s, m, note))
-        return res
+                rows.add(f"ours: cpfromfs{label}", note=missing)
+            else:
+                rows.add(f"ours: cpfromfs{label}",
+                         Contender(f"{FSTOOL['cpfromfs']} -i {q} / {out}", setup=clean))
+            rows.run(repeat)
+        return rows.res
 
 
 def _through_mount(server: str, mnt: Path, cmd: str) -> str:
@@ -218,31 +268,29 @@ def _through_mount(server: str, mnt: Path, cmd: str) -> str:
 @dataclass
 class _CopyIn:
     """A workload copying the tree into an empty ext4, made again for every run
-    (``fresh``); its result is headed by the host kernel's loop mount + ``cp -a`` +
-    umount."""
+    (``fresh``); its rows are headed by the host kernel's loop mount + ``cp -a`` +
+    umount, all timed together."""
 
-    res: Result
+    rows: _Rows
     src: Path
     img: Path
     size: int
     mnt: Path
 
     @classmethod
-    def start(cls, data: Datasets, name: str, repeat: int, size: int | None = None,
+    def start(cls, data: Datasets, name: str, size: int | None = None,
               tag: str = "copy-in") -> _CopyIn:
         """``size``: the image's (sparse) size, by default what the tree needs."""
         src = data.trees["tree"]
-        c = cls(Result(name, "ext4"), src, data.work / f"{tag}.ext4.img",
+        c = cls(_Rows(Result(name, "ext4")), src, data.work / f"{tag}.ext4.img",
                 size or data._size_for(src), _mnt(data, "w"))
         if is_root():
             q, qs = shlex.quote(str(c.img)), shlex.quote(str(src))
             # noinit_itable: no background zeroing of inode tables (it would fill a sparse
             # image with gigabytes of zeros while it is timed)
-            s, _m, note = timed(f"mount -o loop,noinit_itable {q} {c.mnt} && "
-                                f"cp -a {qs}/. {c.mnt}/ && umount {c.mnt}", setup=c.fresh,
-                                repeat=repeat)
-            c.res.rows.append(Row("host kernel: loop mount + cp -a + umount", s, note=note,
-                                  reference=True))
+            c.rows.add("host kernel: loop mount + cp -a + umount", Contender(
+                f"mount -o loop,noinit_itable {q} {c.mnt} && cp -a {qs}/. {c.mnt}/ && "
+                f"umount {c.mnt}", setup=c.fresh), reference=True, memory=False)
         return c
 
     def fresh(self, *options: str) -> None:
@@ -257,28 +305,26 @@ class Cptofs(Workload):
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        c = _CopyIn.start(data, self.name, repeat)
-        res, img, size = c.res, c.img, c.size
+        c = _CopyIn.start(data, self.name)
+        rows, img, size = c.rows, c.img, c.size
         q, qs = shlex.quote(str(img)), shlex.quote(str(c.src))
-        s, _m, note = timed(f"truncate -s {size} {q} && mkfs.ext4 -q -F -d {qs} {q}",
-                            setup=lambda: img.unlink(missing_ok=True), repeat=repeat)
-        res.rows.append(Row("mkfs.ext4 -d (includes mkfs)", s, note=note))
+        rows.add("mkfs.ext4 -d (includes mkfs)", Contender(
+            f"truncate -s {size} {q} && mkfs.ext4 -q -F -d {qs} {q}",
+            setup=lambda: img.unlink(missing_ok=True)), memory=False)
         missing = _available("cptofs")
         if missing:
-            res.rows.append(Row("ours: cptofs", note=missing))
-            return res
-        s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=c.fresh,
-                           repeat=repeat)
-        res.rows.append(Row("ours: cptofs", s, m, note))
+            rows.add("ours: cptofs", note=missing)
+            return rows.run(repeat)
+        rows.add("ours: cptofs", Contender(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /",
+                                           setup=c.fresh))
 
         def fresh_nojournal() -> None:
             c.fresh("-O", "^has_journal")
 
         # what the journal costs: the same copy into an ext4 made without one
-        s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=fresh_nojournal,
-                           repeat=repeat)
-        res.rows.append(Row("ours: cptofs, ext4 without a journal", s, m, note))
-        return res
+        rows.add("ours: cptofs, ext4 without a journal",
+                 Contender(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=fresh_nojournal))
+        return rows.run(repeat)
 
 
 class CptofsBig(Workload):
@@ -289,26 +335,25 @@ class CptofsBig(Workload):
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        c = _CopyIn.start(data, self.name, repeat, size=1 << 40, tag="copy-in-1t")
+        c = _CopyIn.start(data, self.name, size=1 << 40, tag="copy-in-1t")
         try:
             missing = _available("cptofs")
             if missing:
-                c.res.rows.append(Row("ours: cptofs", note=missing))
-                return c.res
-            q, qs = shlex.quote(str(c.img)), shlex.quote(str(c.src))
-            s, m, note = timed(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /", setup=c.fresh,
-                               repeat=repeat)
-            c.res.rows.append(Row("ours: cptofs", s, m, note))
+                c.rows.add("ours: cptofs", note=missing)
+            else:
+                q, qs = shlex.quote(str(c.img)), shlex.quote(str(c.src))
+                c.rows.add("ours: cptofs", Contender(f"cd {qs} && {FSTOOL['cptofs']} -i {q} . /",
+                                                     setup=c.fresh))
+            return c.rows.run(repeat)
         finally:
             c.img.unlink(missing_ok=True)  # a gigabyte of journal and tables on the disk
-        return c.res
 
 
 class Lklfuse(Workload):
     name = "lklfuse: cat of the big file, tar of the tree"
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res = Result(self.name, fs)
+        rows = _Rows(Result(self.name, fs))
         for what, dataset, cmd in (("cat big file", "big", "cat random.bin >/dev/null"),
                                    ("tar tree", "tree", "tar -cf - . | cat >/dev/null")):
             img = data.images.get((fs, dataset))  # type: ignore[arg-type]
@@ -317,25 +362,25 @@ class Lklfuse(Workload):
             q = shlex.quote(str(img))
             mnt = _mnt(data, "f")
             if is_root():
-                s, _m, note = timed(f"mount -o loop,ro {q} {mnt} && (cd {mnt} && {cmd}); "
-                                    f"umount {mnt}", repeat=repeat)
-                res.rows.append(Row(f"host kernel ({what})", s, note=note, reference=True))
+                rows.add(f"host kernel ({what})", Contender(
+                    f"mount -o loop,ro {q} {mnt} && (cd {mnt} && {cmd}); umount {mnt}"),
+                    reference=True, memory=False)
             missing = _available("lklfuse")
             if missing:
-                res.rows.append(Row(f"ours: lklfuse ({what})", note=missing))
+                rows.add(f"ours: lklfuse ({what})", note=missing)
             else:
                 # in the foreground, waited for: its peak memory is in the rusage
-                s, m, note = timed(_through_mount(f"{FSTOOL['lklfuse']} {q} {mnt} -o ro -f", mnt,
-                                                  f"(cd {mnt} && {cmd})"), repeat=repeat)
-                res.rows.append(Row(f"ours: lklfuse ({what})", s, m, note))
+                rows.add(f"ours: lklfuse ({what})", Contender(_through_mount(
+                    f"{FSTOOL['lklfuse']} {q} {mnt} -o ro -f", mnt, f"(cd {mnt} && {cmd})")))
             if fs == "ext4" and shutil.which("fuse2fs", path=ENV["PATH"]):
                 # like ours: in the foreground, its exit waited for
-                s, _m, note = timed(_through_mount(f"fuse2fs {q} {mnt} -o ro,fakeroot -f", mnt,
-                                                   f"(cd {mnt} && {cmd})"), repeat=repeat)
-                res.rows.append(Row(f"fuse2fs ({what})", s, note=note))
+                rows.add(f"fuse2fs ({what})", Contender(_through_mount(
+                    f"fuse2fs {q} {mnt} -o ro,fakeroot -f", mnt, f"(cd {mnt} && {cmd})")),
+                    memory=False)
             elif fs == "ext4":
-                res.rows.append(Row(f"fuse2fs ({what})", note="fuse2fs not installed"))
-        return res
+                rows.add(f"fuse2fs ({what})", note="fuse2fs not installed")
+            rows.run(repeat)
+        return rows.res
 
 
 class LklfuseWrite(Workload):
@@ -343,28 +388,26 @@ class LklfuseWrite(Workload):
     per_fs = False
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        c = _CopyIn.start(data, self.name, repeat)
-        res, mnt, fresh = c.res, c.mnt, c.fresh
+        c = _CopyIn.start(data, self.name)
+        rows, mnt, fresh = c.rows, c.mnt, c.fresh
         q = shlex.quote(str(c.img))
         copy = f"cp -a {shlex.quote(str(c.src))}/. {mnt}/"
         missing = _available("lklfuse")
         if missing:
-            res.rows.append(Row("ours: lklfuse", note=missing))
+            rows.add("ours: lklfuse", note=missing)
         else:
-            s, m, note = timed(_through_mount(f"{FSTOOL['lklfuse']} {q} {mnt} -f", mnt, copy),
-                               setup=fresh, repeat=repeat)
-            res.rows.append(Row("ours: lklfuse", s, m, note))
+            rows.add("ours: lklfuse", Contender(
+                _through_mount(f"{FSTOOL['lklfuse']} {q} {mnt} -f", mnt, copy), setup=fresh))
         if shutil.which("fuse2fs", path=ENV["PATH"]):
             # fuse2fs writes ext4 without its journal ("Writing to the journal is not
             # supported"): no crash safety, less to write. Into the 45,000-file tree each
             # run takes minutes: no warm-up run (the source is in the page cache already)
-            s, _m, note = timed(_through_mount(f"fuse2fs {q} {mnt} -o fakeroot -f", mnt, copy),
-                                setup=fresh, repeat=repeat, warm_up=False)
-            res.rows.append(Row("fuse2fs (writes without the journal)", s, note=note))
+            rows.add("fuse2fs (writes without the journal)", Contender(
+                _through_mount(f"fuse2fs {q} {mnt} -o fakeroot -f", mnt, copy), setup=fresh,
+                warm_up=False), memory=False)
         else:
-            res.rows.append(Row("fuse2fs (writes without the journal)",
-                                note="fuse2fs not installed"))
-        return res
+            rows.add("fuse2fs (writes without the journal)", note="fuse2fs not installed")
+        return rows.run(repeat)
 
 
 class Startup(Workload):
