@@ -117,14 +117,17 @@ def utimens(task: Task, path: Path, times: tuple[tuple[int, int], tuple[int, int
     if times is None:
         attr.atime_ns = attr.mtime_ns = now
     else:
-        for which, (sec, nsec) in zip(("atime_ns", "mtime_ns"), times):
-            if nsec == UTIME_OMIT:
-                continue
-            if nsec == UTIME_NOW:
-                setattr(attr, which, now)
-            else:
-                setattr(attr, which, sec * 1_000_000_000 + nsec)
-                explicit = True
+        (asec, ansec), (msec, mnsec) = times
+        if ansec == UTIME_NOW:
+            attr.atime_ns = now
+        elif ansec != UTIME_OMIT:
+            attr.atime_ns = asec * 1_000_000_000 + ansec
+            explicit = True
+        if mnsec == UTIME_NOW:
+            attr.mtime_ns = now
+        elif mnsec != UTIME_OMIT:
+            attr.mtime_ns = msec * 1_000_000_000 + mnsec
+            explicit = True
     cred = task.cred
     if explicit:
         if not is_owner_or_cap(cred, inode):

@@ -59,6 +59,22 @@ class SetAttr:
     mtime_ns: int | None = None
     ctime_ns: int | None = None
 
+    def apply_to(self, inode: Inode) -> None:
+        """Set the inode's fields that change (all but the size, which the driver
+        handles); per file written, so spelled out rather than looped over."""
+        if self.mode is not None:
+            inode.mode = self.mode
+        if self.uid is not None:
+            inode.uid = self.uid
+        if self.gid is not None:
+            inode.gid = self.gid
+        if self.atime_ns is not None:
+            inode.atime_ns = self.atime_ns
+        if self.mtime_ns is not None:
+            inode.mtime_ns = self.mtime_ns
+        if self.ctime_ns is not None:
+            inode.ctime_ns = self.ctime_ns
+
 
 @dataclass
 class StatFs:

@@ -63,6 +63,8 @@ _generations = random.Random()
 def _enc_time(ns: int, extra_ok: bool) -> tuple[int, int]:
     """(signed 32-bit seconds, extra word: epoch bits and nanoseconds << 2)."""
     sec, nsec = divmod(ns, _NS)
+    if extra_ok and -0x80000000 <= sec <= 0x7FFFFFFF:  # 1901-2038: epoch bits 0
+        return sec, nsec << 2
     if not extra_ok:
         sec = max(min(sec, 0x7FFFFFFF), -0x80000000)
         return sec, 0
@@ -348,10 +350,7 @@ def set_attr(inode: Ext4Inode, attr: SetAttr) -> None:
         if attr.size > limit:
             raise kerr(errno.EFBIG)
         fmod.truncate(inode, attr.size)
-    for field in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns"):
-        value = getattr(attr, field)
-        if value is not None:
-            setattr(inode, field, value)
+    attr.apply_to(inode)
     sb.dirty_inode(inode)
 
 

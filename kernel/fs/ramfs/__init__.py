@@ -149,10 +149,7 @@ class RamInode(Inode):
                 self.data.extend(bytes(attr.size - len(self.data)))
             self.size = attr.size
             self.blocks = (len(self.data) + 511) // 512
-        for field in ("mode", "uid", "gid", "atime_ns", "mtime_ns", "ctime_ns"):
-            value = getattr(attr, field)
-            if value is not None:
-                setattr(self, field, value)
+        attr.apply_to(self)
 
     def readlink(self) -> bytes:
         if not self.is_lnk:
