@@ -106,7 +106,7 @@ class Endpoint(Protocol):
 
     # -- reading -------------------------------------------------------------------------------
     def open_read(self, dfd: int, name: bytes) -> int: ...
-    def pread(self, fd: int, count: int, offset: int) -> bytes: ...
+    def pread(self, fd: int, count: int, offset: int) -> bytes | memoryview: ...
     def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]: ...
     def readlink_at(self, dfd: int, name: bytes) -> bytes: ...
     def xattrs_at(self, dfd: int, name: bytes) -> list[tuple[bytes, bytes]]: ...
@@ -176,7 +176,7 @@ class HostEndpoint:
     def open_read(self, dfd: int, name: bytes) -> int:
         return open_read(dfd, name)
 
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
+    def pread(self, fd: int, count: int, offset: int) -> bytes | memoryview:
         return os.pread(fd, count, offset)
 
     def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
@@ -347,14 +347,16 @@ class ReadAheadHost(HostEndpoint):
 
     def data_regions(self, fd: int, size: int) -> Iterator[tuple[int, int]]:
         if fd < 0:
-            return iter([(a, min(b, size)) for a, b, _ in self._files[fd][3] if a < size])  # type: ignore[attr-defined]
+            return iter([(a, min(b, size)) for a, b, _w in self._files[fd][3] if a < size])  # type: ignore[attr-defined]
         return super().data_regions(fd, size)
 
-    def pread(self, fd: int, count: int, offset: int) -> bytes:
+    def pread(self, fd: int, count: int, offset: int) -> bytes | memoryview:
         if fd < 0:
-            for start, stop, data in self._files[fd][3]:  # type: ignore[attr-defined]
+            rec = self._files[fd]
+            for start, stop, where in rec[3]:
                 if start <= offset < stop:
-                    return data[offset - start:offset - start + count]  # type: ignore[no-any-return]
+                    at = where + offset - start
+                    return rec[4][at:at + min(count, stop - offset)]  # type: ignore[no-any-return]
             return b""
         return super().pread(fd, count, offset)
 

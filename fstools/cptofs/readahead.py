@@ -48,11 +48,14 @@ BATCH_BYTES = 1 << 20    # file data per message
 DEPTH = 48               # directories the helper holds open; deeper ones the engine reads
 SEND_BUFFER = 8 << 20    # how far ahead of the engine the helper may read, at most
 _SO_SNDBUFFORCE = 32     # Linux's: SO_SNDBUF past net.core.wmem_max (CAP_NET_ADMIN)
-_HEAD = struct.Struct("<Q")
+# a message: the records' length, the file data's length, the records (marshal), the data
+_HEAD = struct.Struct("<QQ")
 
 Key = tuple[bytes, ...]
-# (key, stat fields, xattrs, extra): extra is a directory's names, a symlink's target or a
-# regular file's [(start, stop, bytes)] data regions; None where the engine must ask the host
+# (key, stat fields, xattrs, extra, data): extra is a directory's names, a symlink's target
+# or a regular file's [(start, stop, where)] data regions, the bytes of a region being
+# data[where:where + stop - start]; None where the engine must ask the host. ``data`` is
+# the file data of the record's message (the helper sends records without it).
 Record = tuple[Any, ...]
 
 
@@ -95,6 +98,7 @@ class _Walker:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.batch: list[Record] = []
+        self.blobs: list[bytes] = []  # the file data of the batch, in order
         self.size = 0
         self.limit = 8  # small first messages: the engine waits for the first one
         self.seen: set[tuple[int, int]] = set()
@@ -107,10 +111,12 @@ class _Walker:
 
     def flush(self) -> None:
         if self.batch:
-            payload = marshal.dumps(self.batch)
-            self.sock.sendall(_HEAD.pack(len(payload)))
-            self.sock.sendall(payload)
+            # the file data goes after the records, not inside them: the engine hands its
+            # slices of the one message to the kernel, never copying a file's bytes again
+            meta = marshal.dumps(self.batch)
+            self.sock.sendall(b"".join([_HEAD.pack(len(meta), self.size), meta, *self.blobs]))
             self.batch = []
+            self.blobs = []
             self.size = 0
             self.limit = min(self.limit * 2, BATCH_RECORDS)
 
@@ -130,10 +136,17 @@ class _Walker:
         if fmt == stat.S_IFREG:
             if st.st_size <= MAX_DATA:
                 try:
-                    xattrs, extra = _read_file(dfd, name, st)
+                    xattrs, regions = _read_file(dfd, name, st)
                 except OSError:
-                    pass
-                nbytes = st.st_size
+                    regions = None
+                if regions is not None:
+                    spans: list[tuple[int, int, int]] = []
+                    where = self.size
+                    for start, stop, data in regions:
+                        spans.append((start, stop, where))
+                        self.blobs.append(data)
+                        where += len(data)
+                    extra, nbytes = spans, where - self.size
         else:
             try:
                 xattrs = host_xattrs(dfd, name)
@@ -224,6 +237,7 @@ class ReadAhead:
             theirs.close()
         self.sock = ours
         self.records: list[Record] = []
+        self.data = memoryview(b"")
         self.i = 0
         self.cur: Record | None = None
         self.answered = 0
@@ -233,29 +247,38 @@ class ReadAhead:
             self.close()
             raise
 
-    def _recv(self, n: int) -> bytearray | None:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if k == 0:
-                return None
-            got += k
-        return buf
+    def _recv(self, n: int) -> bytes | None:
+        """Exactly ``n`` bytes (> 0), as one bytes object; None at the end of the stream."""
+        data = self.sock.recv(n, socket.MSG_WAITALL)
+        if len(data) < n:  # a signal came, or the helper is gone
+            parts, got = [data], len(data)
+            while got < n:
+                more = self.sock.recv(n - got, socket.MSG_WAITALL)
+                if not more:
+                    return None
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data
 
     def _fill(self) -> bool:
         if self.sock.fileno() < 0:
             return False
         try:
             head = self._recv(_HEAD.size)
-            payload = self._recv(_HEAD.unpack(head)[0]) if head is not None else None
+            if head is not None:
+                nmeta, ndata = _HEAD.unpack(head)
+                payload = self._recv(nmeta + ndata)
+            else:
+                payload = None
         except OSError:
             payload = None
         if payload is None:  # the walk is over, or the helper died: the host answers the rest
             self.sock.close()
             return False
-        self.records = marshal.loads(payload)
+        view = memoryview(payload)
+        self.records = marshal.loads(view[:nmeta])
+        self.data = view[nmeta:]  # (bytes underneath: the kernel keeps slices, no copies)
         self.i = 0
         return True
 
@@ -272,7 +295,7 @@ class ReadAhead:
                 k = rec[0]
                 if k == key:
                     self.i = i + 1
-                    self.cur = rec = (k, HostStat(*rec[1]), rec[2], rec[3])
+                    self.cur = rec = (k, HostStat(*rec[1]), rec[2], rec[3], self.data)
                     self.answered += 1
                     return rec
                 if k > key:

@@ -463,6 +463,48 @@ def test_read_ahead_answers_only_what_the_host_would(tmp_path: Path, ramfs) -> N
     assert entries - 10 <= host.answered < entries, (host.answered, entries)
 
 
+def test_read_ahead_reads_are_the_hosts(tmp_path: Path) -> None:
+    """Reads answered from the helper's stream give the host's bytes at any offset and
+    length inside a data region (one message carries many files' data after its records)
+    and the same regions; the copy engine reads whole regions, other callers need not."""
+    src = tmp_path / "src"
+    src.mkdir()
+    bodies = {}
+    for i in range(5):
+        with open(src / f"f{i}", "wb") as f:
+            f.write(os.urandom(3000 + i))
+            f.seek(150_000 * (i + 1))  # a hole, then a second region (under MAX_DATA)
+            f.write(os.urandom(70_000 + i))
+        bodies[f"f{i}".encode()] = (src / f"f{i}").read_bytes()
+    host = ReadAheadHost()
+    dfd = host.open_dir(os.fsencode(tmp_path))
+    try:
+        host.begin_walk(dfd, b"src")  # as the engine walks: the source, then its entries
+        host.lstat_at(dfd, b"src")
+        sub = host.opendir_at(dfd, b"src")
+        for name, body in sorted(bodies.items()):
+            st = host.lstat_at(sub, name)
+            fd = host.open_read(sub, name)
+            assert fd < 0  # answered from the stream
+            real = os.open(src / os.fsdecode(name), os.O_RDONLY)
+            try:
+                assert list(host.data_regions(fd, st.st_size)) == \
+                    list(HostEndpoint().data_regions(real, st.st_size))
+            finally:
+                os.close(real)
+            for start, stop in host.data_regions(fd, st.st_size):
+                for offset, count in ((start, stop - start), (start + 17, 1000),
+                                      (stop - 5, 100), (start + 1, stop - start - 1)):
+                    got = host.pread(fd, count, offset)
+                    assert bytes(got) == body[offset:min(offset + count, stop)], (name, offset)
+            host.close(fd)
+        host.close(sub)
+        assert host._ahead is not None and host._ahead.answered == len(bodies) + 1
+    finally:
+        host.end_walk()
+        os.close(dfd)
+
+
 def test_copy_goes_on_when_the_read_ahead_helper_dies(tmp_path: Path, ramfs) -> None:
     """The helper killed in the middle of a walk: the engine reads the rest itself."""
     k, img = ramfs
