@@ -148,6 +148,34 @@ class Ext4Inode(Inode):
         if seed is None:
             seed = inode_seed(sb.csum_seed, ino, generation) if sb.metadata_csum else 0
         self.csum_seed = seed
+        self._init_state()
+
+    @classmethod
+    def fresh(cls, sb: Ext4Super, ino: int, raw: bytes, mode: int, uid: int, gid: int,
+              flags: int, i_block: bytes, generation: int, extra: int, now: int) -> Ext4Inode:
+        """A new inode whose slot holds ``raw`` (packed from these very fields, with one
+        link): set from them rather than decoded and checked again (a copy makes one per
+        file). The tests check it matches what decoding its stored slot gives."""
+        inode = cls.__new__(cls)
+        Inode.__init__(inode, sb, ino)
+        inode.raw = raw
+        inode.mode = mode
+        inode.nlink = 1
+        inode.uid = uid
+        inode.gid = gid
+        inode.i_flags = flags
+        inode.i_block = i_block
+        inode.generation = generation
+        inode.file_acl = 0
+        inode.extra_isize = extra
+        inode.atime_ns = inode.mtime_ns = inode.ctime_ns = now
+        inode.btime_ns = now if extra >= I_CRTIME_EXTRA_END else None
+        inode.csum_seed = inode_seed(sb.csum_seed, ino, generation) if sb.metadata_csum else 0
+        inode._init_state()
+        return inode
+
+    def _init_state(self) -> None:
+        """What is not on the disk: caches, and the write side's state."""
         self._runs: list[tuple[int, int, int, bool]] | None = None
         self._starts: list[int] = []
         self.dir_cache: object | None = None

@@ -161,9 +161,9 @@ def new_inode(dir_: Ext4Inode, spec: NewInode) -> Ext4Inode:
     INODE_BASE.pack_into(raw, 0, spec.mode & 0xFFFF, spec.uid & 0xFFFF, 0, 0, 0, 0, 0,
                          spec.gid & 0xFFFF, 1, 0, flags, 0, i_block, gen, 0, 0, 0, 0, 0,
                          spec.uid >> 16, spec.gid >> 16, 0, 0)
-    inode = type(dir_)(sb, ino, bytes(raw))  # Ext4Inode (whose module imports this one)
-    inode.atime_ns = inode.mtime_ns = inode.ctime_ns = now
-    inode.btime_ns = now if extra >= 24 else None
+    # an Ext4Inode (whose module imports this one)
+    inode = type(dir_).fresh(sb, ino, bytes(raw), spec.mode & 0xFFFF, spec.uid, spec.gid, flags,
+                             i_block, gen, extra, now)
     inode.rdev = spec.rdev if ftype in (S_IFCHR, S_IFBLK) else 0
     inode.nlink = 2 if is_dir else 1
     inode.tblocks = []
