@@ -236,7 +236,15 @@ def store_extents(inode: Ext4Inode, runs: list[Run], old_blocks: list[int],
     return bytes(root), blocks
 
 
-def empty_root() -> bytes:
+def _empty_root() -> bytes:
     root = bytearray(60)
     _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, 0, 4, 0, 0)
     return bytes(root)
+
+
+_EMPTY_ROOT = _empty_root()
+
+
+def empty_root() -> bytes:
+    """i_block of an inode with an empty extent tree (bytes: shared, never changed)."""
+    return _EMPTY_ROOT

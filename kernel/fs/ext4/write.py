@@ -60,6 +60,13 @@ _LINK_MAX = 65000
 _generations = random.Random()
 
 
+# store_inode's pieces of the base inode (INODE_BASE): i_mode .. i_flags; i_block ..
+# i_size_high; l_i_blocks_high .. l_i_checksum_lo
+_BASE_TO_FLAGS = struct.Struct("<HHIiiiIHHII")
+_BASE_BLOCK_TO_SIZE = struct.Struct("<60sIII")
+_BASE_HIGHS = struct.Struct("<HHHHH")
+
+
 def _enc_time(ns: int, extra_ok: bool) -> tuple[int, int]:
     """(signed 32-bit seconds, extra word: epoch bits and nanoseconds << 2)."""
     sec, nsec = divmod(ns, _NS)
@@ -82,8 +89,6 @@ def store_inode(inode: Ext4Inode) -> None:
     extra = inode.extra_isize
     big = len(raw) > EXT4_GOOD_OLD_INODE_SIZE
     has = big and extra >= 4
-    (_m, _u, _sl, _a, _c, _mt, dtime, _g, _l, _bl, _fl, version, _ib, _gen, _al, _sh, faddr,
-     _bh, _ah, _uh, _gh, _cl, res) = INODE_BASE.unpack_from(raw, 0)
     at, atx = _enc_time(inode.atime_ns, big and extra >= 16)
     ct, ctx = _enc_time(inode.ctime_ns, big and extra >= 8)
     mt, mtx = _enc_time(inode.mtime_ns, big and extra >= 12)
@@ -99,11 +104,15 @@ def store_inode(inode: Ext4Inode) -> None:
         sb.ro_compat |= RO_COMPAT_LARGE_FILE  # stored with the superblock
     # i_dtime: the deletion time of a freed inode, else the next inode of the orphan list
     dtime = inode.dtime or inode.orphan_next
-    INODE_BASE.pack_into(
+    # every field of the base inode but those we never change (i_version, i_faddr and the
+    # reserved word stay as they are), in three runs; the checksum is filled in below
+    _BASE_TO_FLAGS.pack_into(
         raw, 0, inode.mode & 0xFFFF, inode.uid & 0xFFFF, size & 0xFFFFFFFF, at, ct, mt, dtime,
-        inode.gid & 0xFFFF, min(inode.nlink, 0xFFFF), blocks & 0xFFFFFFFF, flags, version,
-        inode.i_block, inode.generation, inode.file_acl & 0xFFFFFFFF, size >> 32, faddr,
-        (blocks >> 32) & 0xFFFF, inode.file_acl >> 32, inode.uid >> 16, inode.gid >> 16, 0, res)
+        inode.gid & 0xFFFF, min(inode.nlink, 0xFFFF), blocks & 0xFFFFFFFF, flags)
+    _BASE_BLOCK_TO_SIZE.pack_into(raw, 0x28, inode.i_block, inode.generation,
+                                  inode.file_acl & 0xFFFFFFFF, size >> 32)
+    _BASE_HIGHS.pack_into(raw, 0x74, (blocks >> 32) & 0xFFFF, inode.file_acl >> 32,
+                          inode.uid >> 16, inode.gid >> 16, 0)
     if big and extra >= 16:
         _EXTRA_TIMES.pack_into(raw, 0x84, ctx, mtx, atx)
     elif big and extra >= 8:

@@ -120,14 +120,20 @@ class JournalWriter:
         self.freed_live = False  # a block in the log was freed: checkpoint before reuse
         self.checkpoints = 0
         self.sequence = journal.sequence
-        self.tag_size = tag_bytes(journal)
         self.commits = 0
         self._jsb: bytearray | None = None  # the journal superblock as last written
-        # a transaction must fit the log with its descriptors and commit block
-        per_desc = (self.bs - 12 - 16 - (4 if journal.csum else 0)) // self.tag_size
-        log_blocks = journal.last - journal.first
-        self.max_blocks = max(16, (log_blocks - 2) * per_desc // (per_desc + 1) - 2)
+        self._limits()
+
+    def _limits(self) -> None:
+        """Tags per descriptor block, and the largest transaction: it must fit the log
+        with its descriptors and commit block (both change with the tag format)."""
+        j = self.j
+        self.tag_size = tag_bytes(j)
+        per_desc = (self.bs - 12 - 16 - (4 if j.csum else 0)) // self.tag_size
         self.per_desc = per_desc
+        log_blocks = j.last - j.first
+        self.max_blocks = max(16, (log_blocks - 2) * per_desc // (per_desc + 1) - 2)
+        self.commit_at = self.max_blocks // 4  # blocks (and inodes) a transaction may reach
 
     def set_features(self, want_64bit: bool, want_csum: bool) -> None:
         """Turn on 64-bit block tags and checksums (v3) in the journal, as ext4 does when it
@@ -159,8 +165,7 @@ class JournalWriter:
             struct.pack_into(">I", raw, JSB_CHECKSUM_OFFSET, crc32c_raw(0xFFFFFFFF, bytes(raw[:1024])))
         self._write_log(0, bytes(raw))
         self.dev.flush()
-        self.tag_size = tag_bytes(j)
-        self.per_desc = (self.bs - 12 - 16 - (4 if j.csum else 0)) // self.tag_size
+        self._limits()
 
     # -- limits ------------------------------------------------------------------------------
     def should_commit(self, n: int, budget_blocks: int) -> bool:
@@ -168,10 +173,11 @@ class JournalWriter:
         the log, or pins a third of the buffer cache."""
         if not n:
             return False
+        now = time.monotonic()
         if not self.started:
-            self.started = time.monotonic()
-        return (n >= self.max_blocks // 4 or n >= budget_blocks // 3
-                or time.monotonic() - self.started >= COMMIT_INTERVAL)
+            self.started = now
+        return (n >= self.commit_at or n >= budget_blocks // 3
+                or now - self.started >= COMMIT_INTERVAL)
 
     # -- writing the log ------------------------------------------------------------------------
     def _write_log(self, n: int, data: bytes | bytearray) -> None:
