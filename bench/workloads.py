@@ -127,13 +127,6 @@ def timed_together(contenders: list[Contender], repeat: int = 3,
             (statistics.median(times[k]), max(rss[k]), "") for k in range(len(contenders))]
 
 
-def timed(cmd: str, setup: Callable[[], None] | None = None,
-          teardown: Callable[[], None] | None = None, repeat: int = 3,
-          cwd: str | None = None, warm_up: bool = True) -> tuple[float | None, float | None, str]:
-    """``timed_together`` of one command."""
-    return timed_together([Contender(cmd, setup, teardown, cwd, warm_up)], repeat)[0]
-
-
 def _available(tool: str) -> str | None:
     r = subprocess.run(["bash", "-c", f"{FSTOOL[tool]} --help"], capture_output=True, text=True,
                        env=ENV)
@@ -414,15 +407,14 @@ class Startup(Workload):
     name = "start-up: fs2tar of a one-file image"
 
     def run(self, data: Datasets, fs: str | None, repeat: int) -> Result:
-        res = Result(self.name, fs)
+        rows = _Rows(Result(self.name, fs))
         img = data.images.get((fs, "one"))  # type: ignore[arg-type]
         if img is None:
-            res.rows.append(Row("ours: fs2tar", note="no image"))
-            return res
-        s, m, note = timed(f"{FSTOOL['fs2tar']} --no-progress {shlex.quote(str(img))} - "
-                           f"| cat >/dev/null", repeat=repeat)
-        res.rows.append(Row("ours: fs2tar", s, m, note))
-        return res
+            rows.add("ours: fs2tar", note="no image")
+        else:
+            rows.add("ours: fs2tar", Contender(
+                f"{FSTOOL['fs2tar']} --no-progress {shlex.quote(str(img))} - | cat >/dev/null"))
+        return rows.run(repeat)
 
 
 class Dissect:

@@ -413,7 +413,7 @@ class Allocator:
         or too little free space."""
         sb = self.sb
         flex = self.flex
-        nflex = (sb.group_count + flex - 1) // flex
+        nflex = len(self.flex_inodes)
         avg_inodes = self.free_inodes // nflex
         avg_clusters = self.free_clusters // nflex
         start = parent_group // flex

@@ -236,13 +236,7 @@ def store_extents(inode: Ext4Inode, runs: list[Run], old_blocks: list[int],
     return bytes(root), blocks
 
 
-def _empty_root() -> bytes:
-    root = bytearray(60)
-    _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, 0, 4, 0, 0)
-    return bytes(root)
-
-
-_EMPTY_ROOT = _empty_root()
+_EMPTY_ROOT = _HDR.pack(EXT4_EXT_MAGIC, 0, 4, 0, 0).ljust(60, b"\0")
 
 
 def empty_root() -> bytes:
