@@ -25,18 +25,22 @@ HERE = Path(__file__).resolve().parent
 
 
 def _run_tool(tool: str, argv: list[str]) -> None:
+    """Run a tool in this process (its entry point would leave the process at the end)."""
+    import click
+
+    from fstools.common.cli import run_command
+
+    command: click.Command
     if tool == "fs2tar":
-        from fstools.fs2tar.__main__ import main as entry
+        from fstools.fs2tar.__main__ import cli as command
     elif tool == "cpfromfs":
-        from fstools.cptofs.__main__ import cpfromfs_main as entry
+        from fstools.cptofs.__main__ import cpfromfs_cli as command
     else:
-        from fstools.cptofs.__main__ import cptofs_main as entry
+        from fstools.cptofs.__main__ import cptofs_cli as command
     sys.argv = [tool, *argv]
-    try:
-        entry()
-    except SystemExit as e:
-        if e.code not in (0, None):
-            raise
+    code = run_command(command, tool)
+    if code not in (0, None):
+        raise SystemExit(f"{tool} failed (exit status {code})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,23 +144,28 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def main_entry(command: click.Command, prog: str) -> NoReturn:
-    """Run a click command; a usage error is one line and exit status 2."""
+    """Run a click command and leave the process with its status."""
+    leave(prog, run_command(command, prog))
+
+
+def run_command(command: click.Command, prog: str) -> object:
+    """Run a click command; its exit code (as ``sys.exit`` takes it). A usage error is one
+    line and code 2. The process goes on (the profiler runs the tools this way)."""
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         try:
             command.main(prog_name=prog, standalone_mode=False)
-            code: object = EXIT_OK
+            return EXIT_OK
         except click.UsageError as e:
             _say(prog, f"{e.format_message()} (see '{prog} --help')")
-            code = EXIT_USAGE
+            return EXIT_USAGE
         except click.Abort:
             _say(prog, "interrupted")
-            code = 130
+            return 130
         except click.exceptions.Exit as e:
-            code = e.exit_code
+            return e.exit_code
     except SystemExit as e:
-        code = e.code
-    leave(prog, code)
+        return e.code
 
 
 def leave(prog: str, code: object) -> NoReturn:

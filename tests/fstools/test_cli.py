@@ -97,3 +97,25 @@ def test_a_reader_gone_is_a_failure_without_a_message(tmp_path: Path) -> None:
         os.close(w)
     assert proc.returncode == 1
     assert proc.stderr.decode() == "atexit ran\n"
+
+
+def test_run_command_returns_to_its_caller(tmp_path: Path, capsys) -> None:
+    """run_command (what bench.profile runs a tool with) gives the status back instead of
+    leaving the process: a real export's 0, a usage error's 2 with its one-line message."""
+    from helpers import unpack_image
+
+    from fstools.common.cli import run_command
+    from fstools.fs2tar.__main__ import cli
+
+    image = unpack_image("demo-ext4.img", tmp_path)
+    saved = sys.argv
+    try:
+        sys.argv = ["fs2tar", str(image), str(tmp_path / "out.tar")]
+        assert run_command(cli, "fs2tar") == 0
+        assert (tmp_path / "out.tar").stat().st_size > 0
+        sys.argv = ["fs2tar", "--no-such-option", str(image), str(tmp_path / "x.tar")]
+        assert run_command(cli, "fs2tar") == 2
+    finally:
+        sys.argv = saved
+    err = capsys.readouterr().err
+    assert "no such option" in err.lower() and err.count("\n") == 1
