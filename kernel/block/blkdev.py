@@ -313,15 +313,20 @@ class BlockDevice:
         cur: list[memoryview] = []
         cur_bytes = 0
         start = sector
+        max_segs = lim.max_segments
         for buf in bufs:
             mv = buf if isinstance(buf, memoryview) else memoryview(buf)
             pos, n = 0, len(mv)
+            if n <= max_seg and cur_bytes + n < max_bytes and len(cur) + 1 < max_segs:
+                cur.append(mv)  # (the common case: it fits whole, and the bio is not full)
+                cur_bytes += n
+                continue
             while pos < n:
                 take = min(n - pos, max_seg, max_bytes - cur_bytes)
                 cur.append(mv[pos:pos + take])
                 cur_bytes += take
                 pos += take
-                if cur_bytes == max_bytes or len(cur) == lim.max_segments:
+                if cur_bytes == max_bytes or len(cur) == max_segs:
                     bios.append(Bio(op, start, cur, cur_bytes >> SECTOR_SHIFT))
                     start += cur_bytes >> SECTOR_SHIFT
                     cur, cur_bytes = [], 0

@@ -3,10 +3,12 @@
 Probe follows the device initialization sequence of virtio 1.x (3.1.1):
 reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK (and check it
 stuck), queue set-up, DRIVER_OK. Each bio becomes one descriptor chain: the
-16-byte ``virtio_blk_outhdr``, one descriptor per data segment (device-
-writable for reads) and the one-byte status. Data travels through bounce
-buffers in guest memory; headers and status bytes live in a per-queue array
-of 32-byte slots.
+16-byte ``virtio_blk_outhdr``, the data (device-writable for reads) and the
+one-byte status. Data travels through a bounce buffer in guest memory, one
+per request, whose segments lie end to end: it is described by as few
+descriptors as the device's ``size_max`` allows (as Linux's block layer
+merges physically contiguous segments), not one per segment. Headers and
+status bytes live in a per-queue array of 32-byte slots.
 """
 
 from __future__ import annotations
@@ -201,17 +203,19 @@ class VirtioBlk(GenDisk):
         vq = self.vq
         rtype = abi.BLK_T_GET_ID if op == _GET_ID else _OP_TYPE[op]
         if rtype in (abi.BLK_T_DISCARD, abi.BLK_T_WRITE_ZEROES):
-            payload = _SEG.pack(bio.sector, bio.nr_sectors,
-                                abi.BLK_WRITE_ZEROES_FLAG_UNMAP if bio.unmap else 0)
-            lens = [len(payload)]
+            payload: bytes | None = _SEG.pack(bio.sector, bio.nr_sectors,
+                                              abi.BLK_WRITE_ZEROES_FLAG_UNMAP if bio.unmap else 0)
+            total = len(payload)
         else:
             payload = None
-            lens = [len(s) for s in bio.segs]
-        if len(lens) + 2 > vq.num_free() or not self._free_slots:
+            total = sum(map(len, bio.segs))
+        # the data lies in one bounce buffer: as few descriptors as the device's size_max allows
+        size_max = self.limits.max_segment_size
+        ndata = -(-total // size_max)
+        if ndata + 2 > vq.num_free() or not self._free_slots:
             if must:
                 raise kerr(errno.EIO, f"/dev/{self.name}", "request larger than the virtqueue")
             return None
-        total = sum(lens)
         bounce = 0
         if total:
             try:
@@ -229,18 +233,17 @@ class VirtioBlk(GenDisk):
         status_addr = hdr + 16
         mem[status_addr] = 0xFF
         device_writes = rtype in (abi.BLK_T_IN, abi.BLK_T_GET_ID)
-        chain = [(hdr, 16, False)]
-        pos = bounce
         if payload is not None:
-            mem[pos:pos + len(payload)] = payload
-            chain.append((pos, len(payload), False))
-        else:
+            mem[bounce:bounce + total] = payload
+        elif not device_writes:
+            pos = bounce
             for seg in bio.segs:
                 n = len(seg)
-                if not device_writes:
-                    mem[pos:pos + n] = seg
-                chain.append((pos, n, device_writes))
+                mem[pos:pos + n] = seg
                 pos += n
+        chain = [(hdr, 16, False)]
+        chain.extend((a, min(size_max, bounce + total - a), device_writes)
+                     for a in range(bounce, bounce + total, size_max))
         chain.append((status_addr, 1, True))
         req = _Req(bio, slot, bounce, status_addr)
         vq.add_chain(chain, req)

@@ -158,17 +158,43 @@ def test_request_with_several_data_segments(tmp_path) -> None:
     gd.submit([Bio(REQ_OP_READ, 10, [memoryview(s) for s in segs])])
     assert len(dev.chains) == 1
     chain = dev.chains[0]
-    # header (device-readable), three data buffers (device-writable), status byte
-    assert [(ln, w) for _a, ln, w in chain] == [(16, False), (512, True), (1024, True),
-                                               (2048, True), (1, True)]
+    # header (device-readable), the segments' bounce buffer as one device-writable
+    # descriptor (they lie end to end in it), status byte
+    assert [(ln, w) for _a, ln, w in chain] == [(16, False), (3584, True), (1, True)]
     data = b"".join(bytes(s) for s in segs)
     assert data == b"".join(_sector(i) for i in range(10, 17))
     # and a write with segments lands where it should
     out = [b"A" * 512, b"B" * 1536]
     gd.submit([Bio(REQ_OP_WRITE, 100, [memoryview(o) for o in out])])
+    assert [(ln, w) for _a, ln, w in dev.chains[-1]] == [(16, False), (2048, False), (1, True)]
     with open(_path, "rb") as f:
         f.seek(100 * 512)
         assert f.read(2048) == b"A" * 512 + b"B" * 1536
+
+
+class _SmallSegments(_Recording):
+    size_max = 1024
+
+
+def test_data_descriptors_are_at_most_size_max(tmp_path) -> None:
+    """The device's size_max bounds every data descriptor: a request's bounce buffer is
+    cut into pieces of that size, in order, and the data still lands in its segments."""
+    path, dev, gd = _disk(tmp_path, cls=_SmallSegments)
+    assert gd.limits.max_segment_size == 1024
+    segs = [bytearray(512), bytearray(2048), bytearray(1024)]
+    gd.submit([Bio(REQ_OP_READ, 20, [memoryview(s) for s in segs])])
+    chain = dev.chains[-1]
+    assert [(ln, w) for _a, ln, w in chain] == [(16, False), (1024, True), (1024, True),
+                                               (1024, True), (512, True), (1, True)]
+    addrs = [a for a, _ln, _w in chain[1:-1]]
+    assert addrs == [addrs[0] + 1024 * k for k in range(4)]
+    assert b"".join(bytes(s) for s in segs) == b"".join(_sector(i) for i in range(20, 27))
+    out = [b"C" * 1536, b"D" * 1536]
+    gd.submit([Bio(REQ_OP_WRITE, 40, [memoryview(o) for o in out])])
+    assert [ln for _a, ln, _w in dev.chains[-1]] == [16, 1024, 1024, 1024, 1]
+    with open(path, "rb") as f:
+        f.seek(40 * 512)
+        assert f.read(3072) == b"C" * 1536 + b"D" * 1536
 
 
 def test_batch_of_requests_across_io_threads(tmp_path) -> None:
