@@ -202,12 +202,12 @@ class VirtioBlk(GenDisk):
         """Place one request on the ring; None when the ring or memory is full."""
         vq = self.vq
         rtype = abi.BLK_T_GET_ID if op == _GET_ID else _OP_TYPE[op]
+        payload: bytes | None = None
         if rtype in (abi.BLK_T_DISCARD, abi.BLK_T_WRITE_ZEROES):
-            payload: bytes | None = _SEG.pack(bio.sector, bio.nr_sectors,
-                                              abi.BLK_WRITE_ZEROES_FLAG_UNMAP if bio.unmap else 0)
+            payload = _SEG.pack(bio.sector, bio.nr_sectors,
+                                abi.BLK_WRITE_ZEROES_FLAG_UNMAP if bio.unmap else 0)
             total = len(payload)
         else:
-            payload = None
             total = sum(map(len, bio.segs))
         # the data lies in one bounce buffer: as few descriptors as the device's size_max allows
         size_max = self.limits.max_segment_size
