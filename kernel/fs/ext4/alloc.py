@@ -98,6 +98,12 @@ def zero_run(bm: bytearray, start: int, end: int) -> int:
 
 def set_bits(bm: bytearray, start: int, count: int, value: bool) -> None:
     """Set (or clear) ``count`` bits from ``start``."""
+    if count == 1:  # (one block or inode: most calls)
+        if value:
+            bm[start >> 3] |= 1 << (start & 7)
+        else:
+            bm[start >> 3] &= ~(1 << (start & 7)) & 0xFF
+        return
     end = start + count
     i = start
     while i < end and i & 7:
@@ -273,10 +279,16 @@ class Allocator:
         return buf
 
     def block_bitmap(self, g: int) -> Buffer:
+        buf = self.bbitmaps.get(g)
+        if buf is not None:
+            return buf
         return self._bitmap(g, self.bbitmaps, self.groups[g].bb, EXT4_BG_BLOCK_UNINIT,
                             lambda: self._init_block_bitmap(g), read_block_bitmap)
 
     def inode_bitmap(self, g: int) -> Buffer:
+        buf = self.ibitmaps.get(g)
+        if buf is not None:
+            return buf
         sb = self.sb
 
         def init() -> bytearray:
