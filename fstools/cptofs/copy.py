@@ -634,9 +634,18 @@ class Copier:
         the source's xattrs are read through its descriptor too)."""
         src, dst = self.src, self.dst
         size = st.st_size
-        fin = self._s(lambda: src.open_read(sfd, sname), spath)
+        # (the calls of every file are wrapped in try blocks, not in _s/_d: a closure and a
+        # call each, for every file of a large copy)
         try:
-            xattrs = self._s(lambda: src.xattrs_at(fin, b""), spath)
+            fin = src.open_read(sfd, sname)
+        except OSError as e:
+            raise self._err(e, spath, False) from None
+        try:
+            try:
+                xattrs = src.xattrs_at(fin, b"")
+                regions = src.data_regions(fin, size)
+            except OSError as e:
+                raise self._err(e, spath, False) from None
             # where a new file gets exactly the mode asked for, ask for its permissions (the
             # special bits come after the owner, which clears them); elsewhere 0600 until done
             plain = self._plain_dir(ddfd)
@@ -645,22 +654,30 @@ class Copier:
             done = False
             try:
                 end = 0
-                regions = self._s(lambda: src.data_regions(fin, size), spath)
                 while True:
-                    region = self._s(lambda: next(regions, None), spath)
+                    try:
+                        region = next(regions, None)
+                    except OSError as e:
+                        raise self._err(e, spath, False) from None
                     if region is None:
                         break
                     start, stop = region
                     pos = start
                     while pos < stop:
                         n = min(CHUNK, stop - pos)
-                        chunk = self._s(lambda: src.pread(fin, n, pos), spath)  # noqa: B023
+                        try:
+                            chunk = src.pread(fin, n, pos)
+                        except OSError as e:
+                            raise self._err(e, spath, False) from None
                         if not chunk:
                             raise PathError(errno.EIO, "file shrank while it was copied",
                                             self._show(spath, False), False)
                         view = memoryview(chunk)
                         while view:
-                            w = self._d(lambda: dst.pwrite(fout, view, pos), dpath)  # noqa: B023
+                            try:
+                                w = dst.pwrite(fout, view, pos)
+                            except OSError as e:
+                                raise self._err(e, dpath, True) from None
                             view = view[w:]
                             pos += w
                         if self.progress is not None and stop - start > CHUNK:
@@ -709,6 +726,8 @@ class Copier:
 
     # -- attributes ------------------------------------------------------------------------------------
     def _owner(self, st: StatLike) -> tuple[int, int]:
+        if not self._explicit_owner:
+            return st.st_uid, st.st_gid
         o = self.opts
         uid = o.owner if o.owner is not None else o.uid_map(st.st_uid)
         gid = o.group if o.group is not None else o.gid_map(st.st_gid)
@@ -775,7 +794,10 @@ class Copier:
         perm = stat.S_IMODE(st.st_mode)
         if ftype != stat.S_IFLNK and (new is None or perm != new.mode or ACL_ACCESS in want):
             self._d(lambda: dst.chmod_at(dfd, name, perm), dpath)
-        self._d(lambda: dst.utimens_at(dfd, name, st.st_atime_ns, st.st_mtime_ns), dpath)
+        try:
+            dst.utimens_at(dfd, name, st.st_atime_ns, st.st_mtime_ns)
+        except OSError as e:
+            raise self._err(e, dpath, True) from None
 
     def _setxattr(self, dfd: int, name: bytes, dpath: bytes, xname: bytes, value: bytes) -> bool:
         try:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _HDR = struct.Struct("<HHHHI")
 _TAIL = struct.Struct("<I")
+_EXT = struct.Struct("<IHHI")
 
 # a run: (first logical block, block count, first physical block, unwritten)
 Run = tuple[int, int, int, bool]
@@ -176,13 +177,22 @@ def store_extents(inode: Ext4Inode, runs: list[Run], old_blocks: list[int],
     tree's blocks first; blocks no longer needed are freed, new ones come from
     ``alloc(goal)`` (which may raise ENOSPC before anything is changed).
     """
+    exts = _split_runs(runs)
+    if len(exts) <= 4 and not old_blocks:
+        # (most files: every extent in the inode, no tree block before or after)
+        root = bytearray(60)
+        _HDR.pack_into(root, 0, EXT4_EXT_MAGIC, len(exts), 4, 0, 0)
+        at = 12
+        for lb, n, p, u in exts:
+            _EXT.pack_into(root, at, lb, n + (EXT_INIT_MAX_LEN if u else 0), p >> 32, p & 0xFFFFFFFF)
+            at += 12
+        return bytes(root), []
     sb = inode.sb
     bs = sb.blocksize
     per = (bs - 12) // 12
-    exts = _split_runs(runs)
     # entries of the bottom level: (first logical block, packed 12 bytes)
-    level = [(lb, struct.pack("<IHHI", lb, n + (EXT_INIT_MAX_LEN if u else 0), p >> 32,
-                              p & 0xFFFFFFFF)) for lb, n, p, u in exts]
+    level = [(lb, _EXT.pack(lb, n + (EXT_INIT_MAX_LEN if u else 0), p >> 32,
+                       p & 0xFFFFFFFF)) for lb, n, p, u in exts]
     nodes: list[list[tuple[int, list[tuple[int, bytes]]]]] = []  # per level: (depth, entries)
     depth = 0
     while len(level) > 4:
