@@ -71,7 +71,7 @@ from .vfs.cred import CAP_FOWNER, CAP_SYS_ADMIN, MAY_EXEC, MAY_READ, MAY_WRITE, 
 from .vfs.dcache import Path
 from .vfs.file import FMODE_PATH, FMODE_READ, FMODE_WRITE, File
 from .vfs.inode import Inode, SetAttr, StatFs
-from .vfs.namei import LAST_NORM, check_path
+from .vfs.namei import LAST_NORM, NUL, SLASH, check_path
 from .vfs.stat import Stat
 from .vfs.super import busy, do_mount, do_remount, do_umount
 
@@ -495,7 +495,7 @@ class Syscalls:
         if inode.nlink == 0:
             return out
         for name, ino, dtype, off in inode.iterate(f.pos):
-            if not name or b"/" in name or b"\0" in name:
+            if not name or SLASH in name or NUL in name:
                 # verify_dirent_name: a damaged entry (NUL refused too: no C string holds it).
                 # The error comes alone, naming the entry; unlike Linux the position moves
                 # past it, so the rest of the directory can still be read.

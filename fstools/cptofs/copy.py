@@ -30,6 +30,8 @@ from typing import TextIO, TypeVar
 
 from .endpoint import Endpoint, StatLike
 
+_SLASH, _NUL = 0x2F, 0  # (int needles: see kernel.vfs.namei.SLASH)
+
 CHUNK = 1 << 20
 KEEP_OPEN = 64  # directories of the walk kept open; those above them are closed meanwhile
 SELINUX = b"security.selinux"
@@ -178,7 +180,7 @@ def _has_magic(name: bytes) -> bool:
 
 def valid_name(name: bytes) -> bool:
     """A single path component: never empty, '.', '..', or containing '/' or NUL."""
-    return bool(name) and name not in (b".", b"..") and b"/" not in name and b"\0" not in name
+    return bool(name) and name not in (b".", b"..") and _SLASH not in name and _NUL not in name
 
 
 def resolve_sources(src: Endpoint, args: list[bytes], prefix: str = "") -> list[Source]:

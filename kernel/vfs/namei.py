@@ -21,6 +21,10 @@ from ..uapi import MAXSYMLINKS, NAME_MAX, PATH_MAX
 from .cred import MAY_EXEC, Cred, generic_permission
 from .dcache import Dentry, MountTable, Path
 
+# byte values to look for in names (an int needle: `b"/" in name` would first try b"/"
+# as an integer, and build the error message of that attempt to drop it, at every call)
+SLASH, NUL = 0x2F, 0
+
 if TYPE_CHECKING:
     from .inode import Inode
 
@@ -110,7 +114,7 @@ class Walker:
     # -- whole walks --------------------------------------------------------------------
     def walk(self, start: Path, path: bytes, follow: bool) -> Path:
         """Resolve ``path`` from ``start``. The result may be negative (no inode)."""
-        if path and b"/" not in path:
+        if path and SLASH not in path:
             # one component, what every *at() call on a name in a directory looks up
             dinode = start.dentry.inode
             if dinode is None:
@@ -196,7 +200,7 @@ class Walker:
 
 
 def check_path(path: bytes, empty_ok: bool = False) -> None:
-    if b"\0" in path:
+    if NUL in path:
         raise kerr(errno.EINVAL, path, "path contains a NUL byte")
     if len(path) >= PATH_MAX:
         raise kerr(errno.ENAMETOOLONG, path)

@@ -20,6 +20,7 @@ from ...lib.crc import crc32c_raw
 from ...uapi import DT_BLK, DT_CHR, DT_DIR, DT_FIFO, DT_LNK, DT_REG, DT_SOCK, DT_UNKNOWN, S_IFDIR, makedev
 from ...vfs.filemap import zero_fill
 from ...vfs.inode import Extent, Inode, table_now
+from ...vfs.namei import NUL, SLASH
 from .compress import decompress
 from .ondisk import (
     COMPRESS_NONE,
@@ -224,7 +225,7 @@ class BtrfsInode(Inode):
         for (_oid, _t, idx), data in self.tree.items((self.ino, DIR_INDEX_KEY, start),
                                                       (self.ino, DIR_INDEX_KEY + 1, 0)):
             for loc, ft, name, _v in _entries(data, where):
-                if len(name) > _MAX_NAME or b"/" in name or b"\0" in name:
+                if len(name) > _MAX_NAME or SLASH in name or NUL in name:
                     raise corrupted(where, f"invalid name {name!r}")
                 ino = 256 if loc[1] == ROOT_ITEM_KEY else loc[0]
                 if seen is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import errno
 import re
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -445,12 +445,12 @@ class Allocator:
                 return fg
         return None
 
-    def _pick_group(self, parent_group: int, is_dir: bool, topdir: bool) -> Iterable[int]:
-        """Groups to try, in order, for a new inode: for a directory the first group with
-        free inodes in the flex group Orlov chooses (inodes packed at the start of a flex
-        group's tables), else the first group from the parent's with at least the average
-        of free inodes; for anything else the parent's group. Then every group after it
-        (a generator: the first one it names almost always has room)."""
+    def _first_group(self, parent_group: int, is_dir: bool, topdir: bool) -> int:
+        """The group to try first for a new inode (then every group after it): for a
+        directory the first group with free inodes in the flex group Orlov chooses (inodes
+        packed at the start of a flex group's tables), else the first group from the
+        parent's with at least the average of free inodes; for anything else the parent's
+        group."""
         n = self.sb.group_count
         groups = self.groups
         first = parent_group
@@ -463,7 +463,7 @@ class Allocator:
                 avg = self.free_inodes // n
                 first = next((g for g in ((parent_group + k) % n for k in range(n))
                               if groups[g].free_inodes >= max(avg, 1)), parent_group)
-        return ((first + k) % n for k in range(n))
+        return first
 
     def alloc_inode(self, parent_ino: int, is_dir: bool, topdir: bool = False) -> int:
         """A free inode number (marked used); ENOSPC when none is left. ``topdir``: a
@@ -473,7 +473,10 @@ class Allocator:
             raise kerr(errno.ENOSPC, "ext4", "no free inodes")
         ipg = sb.inodes_per_group
         pg = (parent_ino - 1) // ipg if parent_ino else 0
-        for g in self._pick_group(pg, is_dir, topdir):
+        n = sb.group_count
+        first = self._first_group(pg, is_dir, topdir)
+        for k in range(n):
+            g = (first + k) % n
             grp = self.groups[g]
             if not grp.free_inodes:
                 continue

@@ -84,6 +84,7 @@ class JournalingCache:
         self._writer = writer
         # the cache's own methods, bound once (``__getattr__`` would run for every call)
         self.bread, self.getblk, self.bread_many = cache.bread, cache.getblk, cache.bread_many
+        self.peek = cache.peek  # (every inode stored looks its table block up)
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._cache, name)
