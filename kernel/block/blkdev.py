@@ -53,7 +53,7 @@ class Bio:
 
     __slots__ = ("op", "sector", "segs", "nr_sectors", "unmap")
 
-    def __init__(self, op: int, sector: int, segs: list[memoryview] | None = None,
+    def __init__(self, op: int, sector: int, segs: list[Buf] | None = None,
                  nr_sectors: int = 0, unmap: bool = False) -> None:
         self.op = op
         self.sector = sector
@@ -308,19 +308,21 @@ class BlockDevice:
         lim = self.disk.limits
         max_seg = lim.max_segment_size
         max_bytes = lim.max_sectors * SECTOR_SIZE
-        bios: list[Bio] = []
+        max_segs = lim.max_segments
         sector = (self._base + offset) >> SECTOR_SHIFT
-        cur: list[memoryview] = []
+        if len(bufs) <= max_segs:
+            lens = list(map(len, bufs))
+            total = sum(lens)
+            if total <= max_bytes and max(lens, default=0) <= max_seg:
+                # (the common case: one bio of the buffers as they are)
+                return [Bio(op, sector, list(bufs), total >> SECTOR_SHIFT)] if total else []
+        bios: list[Bio] = []
+        cur: list[Buf] = []
         cur_bytes = 0
         start = sector
-        max_segs = lim.max_segments
         for buf in bufs:
             mv = buf if isinstance(buf, memoryview) else memoryview(buf)
             pos, n = 0, len(mv)
-            if n <= max_seg and cur_bytes + n < max_bytes and len(cur) + 1 < max_segs:
-                cur.append(mv)  # (the common case: it fits whole, and the bio is not full)
-                cur_bytes += n
-                continue
             while pos < n:
                 take = min(n - pos, max_seg, max_bytes - cur_bytes)
                 cur.append(mv[pos:pos + take])
