@@ -42,6 +42,7 @@ from .ondisk import (
     EXT4_BG_INODE_ZEROED,
     INCOMPAT_FLEX_BG,
     INCOMPAT_META_BG,
+    unpack_group_desc,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 _NOT_FULL = re.compile(rb"[^\xff]")
 _NOT_EMPTY = re.compile(rb"[^\x00]")
 _U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
 METADATA_RESERVE = 64  # blocks only metadata may take: a full disk can still map what it holds
 
 
@@ -138,29 +138,11 @@ class Group:
     __slots__ = ("bb", "ib", "it", "flags", "itable_unused", "free_blocks", "free_inodes",
                  "used_dirs", "buf", "off", "checksums")
 
-    def __init__(self, buf: Buffer, off: int, wide: bool, desc_size: int) -> None:
-        d = buf.data
-        u16, u32 = _U16.unpack_from, _U32.unpack_from
+    def __init__(self, buf: Buffer, off: int, desc_size: int) -> None:
         self.buf, self.off = buf, off
-        self.bb, self.ib, self.it = u32(d, off)[0], u32(d, off + 4)[0], u32(d, off + 8)[0]
-        self.free_blocks, self.free_inodes = u16(d, off + 0x0C)[0], u16(d, off + 0x0E)[0]
-        self.used_dirs, self.flags = u16(d, off + 0x10)[0], u16(d, off + 0x12)[0]
-        self.itable_unused = u16(d, off + 0x1C)[0]
-        self.checksums = (u16(d, off + 0x18)[0], u16(d, off + 0x1A)[0])
-        if wide:
-            self.bb |= u32(d, off + 0x20)[0] << 32
-            self.ib |= u32(d, off + 0x24)[0] << 32
-            self.it |= u32(d, off + 0x28)[0] << 32
-            self.free_blocks |= u16(d, off + 0x2C)[0] << 16
-            self.free_inodes |= u16(d, off + 0x2E)[0] << 16
-            self.used_dirs |= u16(d, off + 0x30)[0] << 16
-            self.itable_unused |= u16(d, off + 0x32)[0] << 16
-            bcs, ics = self.checksums
-            if desc_size >= BG_BLOCK_BITMAP_CSUM_HI_END:
-                bcs |= u16(d, off + 0x38)[0] << 16
-            if desc_size >= BG_INODE_BITMAP_CSUM_HI_END:
-                ics |= u16(d, off + 0x3A)[0] << 16
-            self.checksums = (bcs, ics)
+        (self.bb, self.ib, self.it, self.free_blocks, self.free_inodes, self.used_dirs, self.flags,
+         self.itable_unused, bcs, ics, _csum) = unpack_group_desc(buf.data, off, desc_size)
+        self.checksums = (bcs, ics)
 
 
 class Allocator:
@@ -175,7 +157,7 @@ class Allocator:
         for g in range(sb.group_count):
             nr, i = divmod(g, per_block)
             buf = sb.bread(sb.descriptor_block(nr))
-            self.groups.append(Group(buf, i * ds, self.wide, ds))
+            self.groups.append(Group(buf, i * ds, ds))
         self.bbitmaps: dict[int, Buffer] = {}
         self.ibitmaps: dict[int, Buffer] = {}
         self.dirty: set[int] = set()

@@ -37,8 +37,6 @@ from .jbd2.journal import Journal
 from .jbd2.ondisk import JSB_CHECKSUM_OFFSET
 from .jbd2.recovery import RecoveryInfo, recover
 from .ondisk import (
-    BG_BLOCK_BITMAP_CSUM_HI_END,
-    BG_INODE_BITMAP_CSUM_HI_END,
     COMPAT_DIR_INDEX,
     COMPAT_FAST_COMMIT,
     COMPAT_HAS_JOURNAL,
@@ -98,6 +96,7 @@ from .ondisk import (
     SUPERBLOCK_OFFSET,
     SUPERBLOCK_SIZE,
     ext4_super_block,
+    unpack_group_desc,
 )
 
 if TYPE_CHECKING:
@@ -140,8 +139,6 @@ GroupDesc = tuple[int, int, int, int, int, int, int, int]
 # from i_generation (0x64): it, l_i_checksum_lo (0x7C), i_extra_isize and i_checksum_hi
 _CSUM_FIELDS = struct.Struct("<I20xH2xHH")
 _CSUM_FIELDS_OLD = struct.Struct("<I20xH")  # a 128-byte inode: no extra fields
-_DESC32 = struct.Struct("<IIIHHHHIHHHH")
-_DESC64 = struct.Struct("<IIIHHHHIHHHHIIIHHHHIHHI")
 
 
 class _Transaction:
@@ -387,28 +384,19 @@ class Ext4Super(SuperBlock):
                 g = nr * per_block + i
                 off = i * ds
                 desc = data[off:off + ds]
-                if ds >= 64:
-                    v = _DESC64.unpack_from(desc, 0)
-                    bb, ib, it = v[0] | v[12] << 32, v[1] | v[13] << 32, v[2] | v[14] << 32
-                    fb, fi = v[3] | v[15] << 16, v[4] | v[16] << 16
-                    unused = v[10] | v[18] << 16
-                    bcs = v[8] | (v[20] << 16 if ds >= BG_BLOCK_BITMAP_CSUM_HI_END else 0)
-                    ics = v[9] | (v[21] << 16 if ds >= BG_INODE_BITMAP_CSUM_HI_END else 0)
-                else:
-                    v = _DESC32.unpack_from(desc, 0)
-                    bb, ib, it, fb, fi, unused, bcs, ics = v[0], v[1], v[2], v[3], v[4], v[10], \
-                        v[8], v[9]
-                flags, stored = v[6], v[11]
-                where = f"ext4 group descriptor {g} (block {blk})"
+                bb, ib, it, fb, fi, _dirs, flags, unused, bcs, ics, stored = \
+                    unpack_group_desc(desc, 0, ds)
                 if self.gdt_csum:
                     calc = ck.group_desc_csum(self.metadata_csum, self.csum_seed, self.uuid, g,
                                               desc)
                     if calc != stored:
-                        raise corrupted(where, "checksum mismatch", EFSBADCRC)
+                        raise corrupted(f"ext4 group descriptor {g} (block {blk})",
+                                        "checksum mismatch", EFSBADCRC)
                 for name, b, n in (("block bitmap", bb, 1), ("inode bitmap", ib, 1),
                                    ("inode table", it, itb)):
                     if not first <= b or b + n > limit:
-                        raise corrupted(where, f"{name} at block {b} is outside the filesystem")
+                        raise corrupted(f"ext4 group descriptor {g} (block {blk})",
+                                        f"{name} at block {b} is outside the filesystem")
                 groups.append((bb, ib, it, flags, unused, fb, fi, bcs | ics << 32))
         self.groups = groups
 
