@@ -200,6 +200,7 @@ def unpack_group_desc(data: bytes | bytearray | memoryview, off: int,
     v = _DESC32.unpack_from(data, off)
     return v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[10], v[8], v[9], v[11]
 
+
 EXT4_BG_INODE_UNINIT = 0x0001
 EXT4_BG_BLOCK_UNINIT = 0x0002
 EXT4_BG_INODE_ZEROED = 0x0004
