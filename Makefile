@@ -15,7 +15,7 @@ DEMO_IMAGE := tests/images/demo-ext4.img.zst
 WORK := build/demo
 PYTEST_ARGS ?=
 
-.PHONY: all deps venv demo test lint typecheck pytest bench images fuzz profile clean
+.PHONY: all deps venv native demo test lint typecheck pytest bench images fuzz profile clean
 
 all: test
 
@@ -36,7 +36,21 @@ $(VENV)/.installed: pyproject.toml | deps
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv: deps $(VENV)/.installed
+# The kernel's hot modules compiled with mypyc (kernel/native.py): rebuilt when a source
+# in their directories changes; should it fail, the Python modules run (slower).
+NATIVE := kernel/_native/manifest.json
+NATIVE_SOURCES := $(wildcard kernel/native.py kernel/block/*.py kernel/block/virtio/*.py \
+	kernel/fs/ext4/*.py kernel/fs/ext4/jbd2/*.py kernel/syscalls.py kernel/vfs/*.py)
+
+$(NATIVE): $(NATIVE_SOURCES) | $(VENV)/.installed
+	@mkdir -p build
+	@echo "Compiling the kernel's hot modules with mypyc (a minute or two; log: build/native.log)"
+	@$(PY) -m kernel.nativebuild >build/native.log 2>&1 && tail -1 build/native.log || \
+	  { tail -5 build/native.log; echo "warning: no compiled modules; the Python ones will run"; }
+
+native: $(NATIVE)
+
+venv: deps $(VENV)/.installed $(NATIVE)
 
 demo: venv
 	@mkdir -p $(WORK)
@@ -54,8 +68,14 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# The suite runs on the compiled modules (what the tools run), then on the Python ones
+# (the fallback, and the tests that patch module internals): PYTEST_PASSES="require 0".
+PYTEST_PASSES ?= require 0
 pytest: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@for n in $(PYTEST_PASSES); do \
+	  echo "== pytest with LKL_NATIVE=$$n"; \
+	  LKL_NATIVE=$$n $(PY) -m pytest $(PYTEST_ARGS) || exit 1; \
+	done
 
 test: deps venv lint typecheck pytest
 
@@ -86,4 +106,4 @@ fuzz: venv
 	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_EXAMPLES=1000000 $(PY) -m pytest -q tests/robust/test_fuzz.py
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build kernel/_native .pytest_cache .mypy_cache .ruff_cache

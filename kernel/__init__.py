@@ -19,6 +19,9 @@ A kernel survives ``fork()``: the child goes on with a private copy of it as
 of the fork (guest memory, caches, mounts, open files), and its I/O threads
 start afresh. Fork only a kernel whose disks are read-only; two kernels
 writing one image would corrupt it.
+
+The hot modules run compiled (mypyc) when ``python -m kernel.native build`` made a
+build of the current sources; see ``kernel.native``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import native
+
+native.activate()  # before the modules it may load compiled are imported
 
 from . import uapi
 from .block.blkdev import (

@@ -1,4 +1,11 @@
-"""Shared fixtures. In CI (CI=true) a skipped test fails the run: every test must run."""
+"""Shared fixtures. In CI (CI=true) a skipped test fails the run: every test must run.
+
+The suite runs against the kernel's compiled modules when they are built and current
+(``kernel.native``), else against the Python ones; ``make test`` runs it both ways
+(LKL_NATIVE=0, then LKL_NATIVE=require). Tests marked ``python_modules`` patch functions
+or classes of modules that may run compiled, where calls are bound when built: they run
+in the Python pass only.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,23 @@ from helpers import IN_CI
 _skipped: list[str] = []
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    import kernel.native
+
+    return f"kernel modules: {kernel.native.status()}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import kernel.native
+
+    if not kernel.native.is_active():
+        return
+    keep, python_only = [], []
+    for item in items:
+        (python_only if item.get_closest_marker("python_modules") else keep).append(item)
+    if python_only:
+        config.hook.pytest_deselected(items=python_only)
+        items[:] = keep
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:

@@ -21,6 +21,7 @@ import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Iterable
+from typing import Protocol
 
 from .blkdev import BlockDevice
 
@@ -48,24 +49,66 @@ class Buffer:
         return f"<Buffer {self.bdev.name}:{self.blocknr}x{self.size}{' dirty' if self.dirty else ''}>"
 
 
-def _refs_when_idle() -> int:
-    """How many references ``_shrink`` sees on a buffer only the cache holds."""
-    od: OrderedDict[int, object] = OrderedDict()
-    od[0] = object()
-    for _key, obj in od.items():
-        return sys.getrefcount(obj)
-    raise AssertionError
+Key = tuple[BlockDevice, int]
 
 
-_IDLE_REFS = _refs_when_idle()
+def _select(items: Iterable[tuple[Key, Buffer]], idle: int, need: int
+            ) -> tuple[list[Key], list[Buffer]]:
+    """Buffers nobody but the cache holds (at most ``idle`` references to a clean one,
+    as ``sys.getrefcount`` counts them here), oldest first, until ``need`` bytes."""
+    victims: list[Key] = []
+    dirty: list[Buffer] = []
+    freed = 0
+    for key, buf in items:
+        if freed >= need:
+            break
+        if sys.getrefcount(buf) > idle + (1 if buf.dirty else 0):
+            continue  # somebody holds it
+        if buf.dirty:
+            dirty.append(buf)
+        victims.append(key)
+        freed += buf.size
+    return victims, dirty
+
+
+_idle_refs = 0
+
+
+def _refs_when_idle(bdev: BlockDevice) -> int:
+    """The references ``_select`` sees on a buffer only the cache holds: found by running
+    it on one (how many there are depends on the interpreter, and differs when compiled)."""
+    probe: OrderedDict[Key, Buffer] = OrderedDict()
+    probe[(bdev, -1)] = Buffer(bdev, -1, 1, bytearray(1))
+    for idle in range(1, 64):
+        if _select(probe.items(), idle, 1)[0]:
+            return idle
+    raise AssertionError("sys.getrefcount: no count means idle")
+
+
+class BlockCache(Protocol):
+    """What a filesystem uses of the buffer cache: ``BufferCache`` itself, or a view of
+    it that journals what the filesystem dirties (ext4's ``JournalingCache``)."""
+
+    budget: int
+
+    def bread(self, bdev: BlockDevice, blocknr: int, size: int) -> Buffer: ...
+    def bread_many(self, bdev: BlockDevice, blocknr: int, count: int, size: int
+                   ) -> list[Buffer]: ...
+    def getblk(self, bdev: BlockDevice, blocknr: int, size: int) -> Buffer: ...
+    def peek(self, bdev: BlockDevice, blocknr: int, size: int) -> Buffer | None: ...
+    def mark_dirty(self, buf: Buffer) -> None: ...
+    def forget(self, bdev: BlockDevice, blocknr: int, size: int) -> None: ...
+    def dirty_buffers(self, bdev: BlockDevice | None = None) -> list[Buffer]: ...
+    def sync(self, bdev: BlockDevice | None = None, flush: bool = True) -> None: ...
+    def invalidate(self, bdev: BlockDevice) -> None: ...
 
 
 class BufferCache:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.bytes = 0
-        self._map: OrderedDict[tuple[BlockDevice, int], Buffer] = OrderedDict()
-        self._dirty: dict[tuple[BlockDevice, int], Buffer] = {}
+        self._map: OrderedDict[Key, Buffer] = OrderedDict()
+        self._dirty: dict[Key, Buffer] = {}
         self.hits = 0
         self.misses = 0
 
@@ -92,7 +135,7 @@ class BufferCache:
         if self.bytes > self.budget:
             self._shrink()
 
-    def _drop(self, key: tuple[BlockDevice, int], buf: Buffer) -> None:
+    def _drop(self, key: Key, buf: Buffer) -> None:
         del self._map[key]
         self._dirty.pop(key, None)
         self.bytes -= buf.size
@@ -235,19 +278,10 @@ class BufferCache:
     # -- eviction ---------------------------------------------------------------
     def _shrink(self) -> None:
         target = self.budget * 7 // 8
-        victims: list[tuple[BlockDevice, int]] = []
-        dirty: list[Buffer] = []
-        freed = 0
-        need = self.bytes - target
-        for key, buf in self._map.items():
-            if freed >= need:
-                break
-            if sys.getrefcount(buf) > _IDLE_REFS + (1 if buf.dirty else 0):
-                continue  # somebody holds it
-            if buf.dirty:
-                dirty.append(buf)
-            victims.append(key)
-            freed += buf.size
+        global _idle_refs
+        if not _idle_refs and self._map:
+            _idle_refs = _refs_when_idle(next(iter(self._map))[0])
+        victims, dirty = _select(self._map.items(), _idle_refs, self.bytes - target)
         if dirty:
             self._write(dirty)
         for key in victims:

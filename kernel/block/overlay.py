@@ -22,6 +22,8 @@ class OverlayDevice(BlockDevice):
         self.ro = False
         self.gran = granularity
         self.blocks: dict[int, bytes] = {}
+        # blocks a log replay could not verify (XFS: their checks are the log's, not ours)
+        self.unverifiable: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<OverlayDevice over {self.base!r}, {len(self.blocks)} blocks>"

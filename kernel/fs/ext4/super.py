@@ -101,7 +101,7 @@ from .ondisk import (
 
 if TYPE_CHECKING:
     from ...block.blkdev import BlockDevice
-    from ...block.buffer import Buffer, BufferCache
+    from ...block.buffer import BlockCache, Buffer, BufferCache
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ class Ext4Super(SuperBlock):
 
     def __init__(self, kernel: object, bdev: BlockDevice, flags: int, options: str) -> None:
         super().__init__(kernel, bdev, flags)
-        self.bcache: BufferCache = kernel.bcache  # type: ignore[attr-defined]
+        self._cache: BufferCache = kernel.bcache  # type: ignore[attr-defined]
+        self.bcache: BlockCache = self._cache  # a JournalingCache over it once journaling
         self.io: BlockDevice = bdev  # where every read goes (an overlay after replay)
         self.noload = False
         self._parse_options(options)
@@ -647,9 +648,9 @@ class Ext4Super(SuperBlock):
             journal = Journal(self._load_inode(self.es.s_journal_inum), self.io)
             if journal.start:
                 raise corrupted("ext4 journal", "not empty after recovery")
-            self.journal = JournalWriter(journal, self.io, self.bcache, journal.sb.s_uuid)
+            self.journal = JournalWriter(journal, self.io, self._cache, journal.sb.s_uuid)
             self.journal.set_features(self.has_64bit, self.metadata_csum)
-            self.bcache = JournalingCache(self.bcache, self.journal)  # type: ignore[assignment]
+            self.bcache = JournalingCache(self._cache, self.journal)
             self.alloc.defer = True
             self.incompat |= INCOMPAT_RECOVER  # needs_recovery while mounted, as Linux sets
         buf, off = self._sb_buffer()
@@ -661,7 +662,7 @@ class Ext4Super(SuperBlock):
         # journaled: valid, and replay restores consistency after a crash; without a journal:
         # not clean while mounted, so a crash sends e2fsck over everything
         self.write_super(valid=self.journal is not None)
-        self._real_cache().sync(self.io)
+        self._cache.sync(self.io)
 
     def _cleanup_orphans(self) -> None:
         """Finish what a crash interrupted: free unlinked inodes, cut truncated ones."""
@@ -820,7 +821,7 @@ class Ext4Super(SuperBlock):
             self._store_dirty()
         j = self.journal
         if j is not None and not self._depth and j.should_commit(
-                len(j.running) + len(self._dirty), self._real_cache().budget // self.blocksize):
+                len(j.running) + len(self._dirty), self._cache.budget // self.blocksize):
             self._commit()
 
     def _store_dirty(self) -> None:
@@ -845,11 +846,7 @@ class Ext4Super(SuperBlock):
             return True
         if self.journal is not None:  # dirty buffers it committed are as good as written
             return bool(self.journal.running)
-        return bool(self._real_cache().dirty_buffers(self.io))
-
-    def _real_cache(self) -> BufferCache:
-        bc = self.bcache
-        return bc._cache if isinstance(bc, JournalingCache) else bc  # type: ignore[return-value]
+        return bool(self._cache.dirty_buffers(self.io))
 
     def _commit(self) -> None:
         """Close the running transaction: deferred frees, counts, then jbd2 commit."""
@@ -969,7 +966,7 @@ class Ext4Super(SuperBlock):
             self._commit()
             self.journal.checkpoint()  # the log is empty afterwards
             self.incompat &= ~INCOMPAT_RECOVER
-            self.bcache = self._real_cache()
+            self.bcache = self._cache
             self.journal = None
             self.alloc.defer = False
         self.write_super(valid=True)

@@ -774,7 +774,7 @@ def recover(sb: XfsSuper, norecovery: bool = False) -> OverlayDevice | None:
     rp.pass1(transactions)
     for t in transactions:
         rp.pass2(t)
-    overlay.unverifiable = rp.unverifiable  # type: ignore[attr-defined]
+    overlay.unverifiable = rp.unverifiable
     sb.recovered = len(transactions)
     log.info("xfs: %s: log recovered in memory: %d transactions from block %d to %d (%s)",
              base.name, len(transactions), tail, head,

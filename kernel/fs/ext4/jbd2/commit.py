@@ -82,12 +82,12 @@ class JournalingCache:
     def __init__(self, cache: BufferCache, writer: JournalWriter) -> None:
         self._cache = cache
         self._writer = writer
-        # the cache's own methods, bound once (``__getattr__`` would run for every call)
+        self.budget = cache.budget
+        # the cache's own methods, bound once
         self.bread, self.getblk, self.bread_many = cache.bread, cache.getblk, cache.bread_many
         self.peek = cache.peek  # (every inode stored looks its table block up)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._cache, name)
+        self.dirty_buffers, self.sync, self.invalidate = (
+            cache.dirty_buffers, cache.sync, cache.invalidate)
 
     def mark_dirty(self, buf: Buffer) -> None:
         self._cache.mark_dirty(buf)

@@ -490,6 +490,7 @@ class Forgetful(dict):  # type: ignore[type-arg]
         pass
 
 
+@pytest.mark.python_modules
 @pytest.mark.parametrize("extra", [[], ["-O", "^dir_index"]], ids=["htree", "linear"])
 def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, monkeypatch,
                                                             extra: list[str]) -> None:
@@ -552,6 +553,7 @@ def test_directory_inserts_place_entries_as_a_full_walk_does(tmp_path: Path, mon
     assert walks_hinted * 3 < walks_full
 
 
+@pytest.mark.python_modules
 def test_allocation_bounds_pick_the_blocks_and_inodes_a_full_scan_does(tmp_path: Path,
                                                                       monkeypatch) -> None:
     """The allocator's per-group search bounds (every bit before them is set) change no
@@ -1077,6 +1079,7 @@ def test_a_full_image_can_store_the_maps_of_what_it_holds(tmp_path: Path, fstype
             assert read_file(k.sys, path) == body
 
 
+@pytest.mark.python_modules
 def test_an_inode_that_fails_to_store_stays_dirty(tmp_path: Path, monkeypatch) -> None:
     """A store that fails in the middle of a batch (an I/O error, say) loses none of the
     inodes after it: the next sync stores them all, the files read back, e2fsck clean."""
