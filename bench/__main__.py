@@ -64,11 +64,18 @@ def main(argv: list[str] | None = None) -> int:
                 print("   " + line, flush=True)
     meta = {"when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
             "python": sys.version.split()[0], "cpus": os.cpu_count(), "quick": args.quick,
-            "repeat": args.repeat, "datasets": data.describe()}
+            "repeat": args.repeat, "datasets": data.describe(), "kernel": _kernel_modules()}
     paths = write_reports(HERE / "results", meta, results)
     print("\n" + Path(paths["markdown"]).read_text())
     print("results in " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _kernel_modules() -> str:
+    """What our tools ran: the kernel's compiled modules or the Python ones (and why)."""
+    import kernel.native  # (importing it loads the compiled modules, when they run)
+
+    return kernel.native.status()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ def write_reports(outdir: Path, meta: dict[str, object], results: list[Result]) 
     paths["json"] = outdir / f"bench-{stamp}.json"
     paths["json"].write_text(json.dumps(data, indent=1) + "\n")
     lines = [f"# Benchmarks ({meta['when']}, {meta['cpus']} CPUs, median of {meta['repeat']})", "",
+             f"Our kernel's modules: {meta.get('kernel', 'Python')}.", "",
              "| workload | fs | contender | time (s) | vs host kernel | our peak RSS (MB) | note |",
              "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in results:
