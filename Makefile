@@ -37,10 +37,10 @@ $(VENV)/.installed: pyproject.toml | deps
 	touch $@
 
 # The kernel's hot modules compiled with mypyc (kernel/native.py): rebuilt when a source
-# in their directories changes; should it fail, the Python modules run (slower).
+# they may import changes; should it fail, the Python modules run (slower).
 NATIVE := kernel/_native/manifest.json
-NATIVE_SOURCES := $(wildcard kernel/native.py kernel/block/*.py kernel/block/virtio/*.py \
-	kernel/fs/ext4/*.py kernel/fs/ext4/jbd2/*.py kernel/syscalls.py kernel/vfs/*.py)
+NATIVE_SOURCES := $(wildcard kernel/*.py kernel/lib/*.py kernel/block/*.py \
+	kernel/block/virtio/*.py kernel/fs/*.py kernel/fs/ext4/*.py kernel/fs/ext4/jbd2/*.py kernel/vfs/*.py)
 
 $(NATIVE): $(NATIVE_SOURCES) | $(VENV)/.installed
 	@mkdir -p build

@@ -67,12 +67,16 @@ def source_path(name: str) -> Path:
     return ROOT.joinpath(*name.split(".")).with_suffix(".py")
 
 
-def digest(modules: Sequence[str] = MODULES) -> str:
-    """The digest of the compiled modules' sources, as they are now."""
+def digest(sources: Sequence[str]) -> str:
+    """The digest of these source files (paths relative to ``ROOT``), as they are now;
+    "" if one is missing."""
     h = hashlib.sha256()
-    for name in modules:
-        h.update(name.encode() + b"\0")
-        h.update(source_path(name).read_bytes())
+    for rel in sources:
+        h.update(rel.encode() + b"\0")
+        try:
+            h.update((ROOT / rel).read_bytes())
+        except OSError:
+            return ""
     return h.hexdigest()
 
 
@@ -106,7 +110,10 @@ def usable(native_dir: Path) -> dict[str, Path] | str:
         return f"built for {manifest.get('abi')}, this is {abi()}"
     if tuple(manifest.get("modules", {})) != MODULES:
         return "built from another list of modules"
-    if manifest.get("digest") != digest():
+    # the compiled modules and every kernel module they import: the build bakes in what
+    # mypy saw of those (constants, signatures, classes)
+    sources = manifest.get("sources", [])
+    if not isinstance(sources, list) or manifest.get("digest") != digest(sources):
         return "the sources changed since the build (python -m kernel.nativebuild)"
     paths = {name: native_dir / rel for name, rel in manifest["modules"].items()}
     paths[manifest["group"]] = native_dir / manifest["group_file"]

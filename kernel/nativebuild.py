@@ -6,6 +6,7 @@ Compiles ``kernel.native.MODULES`` with mypyc (mypy and a C compiler needed) int
 
 from __future__ import annotations
 
+import ast
 import importlib.machinery
 import json
 import os
@@ -18,12 +19,50 @@ from pathlib import Path
 from .native import MANIFEST, MODULES, NATIVE_DIR, ROOT, abi, digest, source_path, usable
 
 
+def dependencies(modules: Sequence[str]) -> list[str]:
+    """The source files of ``modules`` and of every kernel module they import, at any
+    depth (also under TYPE_CHECKING: mypyc compiles against those types), relative to
+    ``ROOT``, sorted."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        path = ROOT.joinpath(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if name in seen or not path.is_file():
+            continue  # (a name imported from a module, not a module)
+        seen.add(name)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                if base.split(".")[0] == "kernel":
+                    todo.append(base)
+                    todo.extend(f"{base}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                todo.extend(a.name for a in node.names if a.name.split(".")[0] == "kernel")
+    # the packages on the way to each module run first, on every import
+    for name in list(seen):
+        parts = name.split(".")
+        seen.update(".".join(parts[:i]) for i in range(1, len(parts)))
+    files = set()
+    for name in seen:
+        path = ROOT.joinpath(*name.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        files.add(str(path.relative_to(ROOT)))
+    return sorted(files)
+
+
 def build(native_dir: Path = NATIVE_DIR, jobs: int | None = None) -> None:
     """Compile ``MODULES`` with mypyc into ``native_dir`` (replaced whole, at the end)."""
     from mypyc.build import mypycify
     from setuptools import Distribution
 
-    sources = digest()
+    sources = dependencies(MODULES)
+    source_digest = digest(sources)
     with tempfile.TemporaryDirectory(prefix="lkl-native-") as tmp:
         t = Path(tmp)
         stage = t / "lib"
@@ -53,7 +92,7 @@ def build(native_dir: Path = NATIVE_DIR, jobs: int | None = None) -> None:
         if len(groups) != 1:
             raise RuntimeError(f"mypyc build: expected one group library, found {groups}")
         group_file = groups[0].name
-        manifest = {"abi": abi(), "digest": sources, "modules": modules,
+        manifest = {"abi": abi(), "sources": sources, "digest": source_digest, "modules": modules,
                     "group": group_file[:-len(suffix)], "group_file": group_file}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         old = native_dir.with_name(native_dir.name + ".old")

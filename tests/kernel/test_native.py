@@ -63,9 +63,12 @@ def test_lkl_native_0_runs_the_python_modules(tree: Path) -> None:
     assert where == str(tree / "kernel" / "fs" / "ext4" / "alloc.py")
 
 
-def test_a_changed_source_falls_back_to_python(tree: Path) -> None:
-    """Edit one compiled module: its build no longer runs (it would run the old code)."""
-    src = tree / "kernel" / "fs" / "ext4" / "hash.py"
+@pytest.mark.parametrize("edited", ["kernel/fs/ext4/hash.py", "kernel/uapi.py"],
+                         ids=["compiled", "imported"])
+def test_a_changed_source_falls_back_to_python(tree: Path, edited: str) -> None:
+    """Edit a compiled module, or a module one imports (the build has its constants and
+    types): the build no longer runs (it would run the old code)."""
+    src = tree / edited
     src.write_text(src.read_text() + "\n# edited\n")
     out = _run(tree, None)
     assert out.returncode == 0, out.stderr
@@ -86,6 +89,21 @@ def test_a_build_for_another_python_is_not_loaded(tree: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == (
         f"Python (built for cpython-39-x86_64-linux-gnu, this is {native.abi()})")
+
+
+def test_the_build_covers_what_its_modules_import() -> None:
+    from kernel.nativebuild import dependencies
+
+    files = dependencies(["kernel.fs.ext4.write"])
+    assert "kernel/fs/ext4/write.py" in files
+    assert "kernel/uapi.py" in files              # from ...uapi import ...
+    assert "kernel/vfs/inode.py" in files         # imported under TYPE_CHECKING
+    assert "kernel/__init__.py" in files          # a package on the way
+    assert "kernel/fs/btrfs/inode.py" not in files
+    manifest = json.loads((native.NATIVE_DIR / native.MANIFEST).read_text()) \
+        if (native.NATIVE_DIR / native.MANIFEST).is_file() else None
+    if manifest is not None:
+        assert manifest["sources"] == dependencies(native.MODULES)
 
 
 def test_no_build_runs_the_python_modules(tree: Path) -> None:
