@@ -20,7 +20,7 @@ of the fork (guest memory, caches, mounts, open files), and its I/O threads
 start afresh. Fork only a kernel whose disks are read-only; two kernels
 writing one image would corrupt it.
 
-The hot modules run compiled (mypyc) when ``python -m kernel.native build`` made a
+The hot modules run compiled (mypyc) when ``python -m kernel.nativebuild`` made a
 build of the current sources; see ``kernel.native``.
 """
 

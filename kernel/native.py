@@ -64,7 +64,9 @@ class NativeUnavailable(ImportError):
 
 
 def source_path(name: str) -> Path:
-    return ROOT.joinpath(*name.split(".")).with_suffix(".py")
+    """The source file of module or package ``name`` (which may not exist)."""
+    path = ROOT.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def digest(sources: Sequence[str]) -> str:

@@ -27,8 +27,7 @@ def dependencies(modules: Sequence[str]) -> list[str]:
     todo = list(modules)
     while todo:
         name = todo.pop()
-        path = ROOT.joinpath(*name.split("."))
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        path = source_path(name)
         if name in seen or not path.is_file():
             continue  # (a name imported from a module, not a module)
         seen.add(name)
@@ -48,12 +47,7 @@ def dependencies(modules: Sequence[str]) -> list[str]:
     for name in list(seen):
         parts = name.split(".")
         seen.update(".".join(parts[:i]) for i in range(1, len(parts)))
-    files = set()
-    for name in seen:
-        path = ROOT.joinpath(*name.split("."))
-        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
-        files.add(str(path.relative_to(ROOT)))
-    return sorted(files)
+    return sorted(str(source_path(name).relative_to(ROOT)) for name in seen)
 
 
 def build(native_dir: Path = NATIVE_DIR, jobs: int | None = None) -> None:
@@ -88,7 +82,7 @@ def build(native_dir: Path = NATIVE_DIR, jobs: int | None = None) -> None:
             if not (stage / rel).is_file():
                 raise RuntimeError(f"mypyc build made no {rel}")
             modules[name] = str(rel)
-        groups = [p for p in stage.glob(f"*__mypyc{suffix}")]
+        groups = list(stage.glob(f"*__mypyc{suffix}"))
         if len(groups) != 1:
             raise RuntimeError(f"mypyc build: expected one group library, found {groups}")
         group_file = groups[0].name

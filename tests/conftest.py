@@ -2,7 +2,7 @@
 
 The suite runs against the kernel's compiled modules when they are built and current
 (``kernel.native``), else against the Python ones; ``make test`` runs it both ways
-(LKL_NATIVE=0, then LKL_NATIVE=require). Tests marked ``python_modules`` patch functions
+(LKL_NATIVE=require, then LKL_NATIVE=0). Tests marked ``python_modules`` patch functions
 or classes of modules that may run compiled, where calls are bound when built: they run
 in the Python pass only.
 """
@@ -32,6 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if python_only:
         config.hook.pytest_deselected(items=python_only)
         items[:] = keep
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped:

@@ -89,8 +89,6 @@ class BlockCache(Protocol):
     """What a filesystem uses of the buffer cache: ``BufferCache`` itself, or a view of
     it that journals what the filesystem dirties (ext4's ``JournalingCache``)."""
 
-    budget: int
-
     def bread(self, bdev: BlockDevice, blocknr: int, size: int) -> Buffer: ...
     def bread_many(self, bdev: BlockDevice, blocknr: int, count: int, size: int
                    ) -> list[Buffer]: ...
@@ -277,8 +275,8 @@ class BufferCache:
 
     # -- eviction ---------------------------------------------------------------
     def _shrink(self) -> None:
-        target = self.budget * 7 // 8
         global _idle_refs
+        target = self.budget * 7 // 8
         if not _idle_refs and self._map:
             _idle_refs = _refs_when_idle(next(iter(self._map))[0])
         victims, dirty = _select(self._map.items(), _idle_refs, self.bytes - target)

@@ -82,7 +82,6 @@ class JournalingCache:
     def __init__(self, cache: BufferCache, writer: JournalWriter) -> None:
         self._cache = cache
         self._writer = writer
-        self.budget = cache.budget
         # the cache's own methods, bound once
         self.bread, self.getblk, self.bread_many = cache.bread, cache.getblk, cache.bread_many
         self.peek = cache.peek  # (every inode stored looks its table block up)
